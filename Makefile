@@ -36,6 +36,10 @@ test: deps tools lint ## Everything CI checks: formatting, clippy, unit, integra
 	VERBUND_TOOLS_BIN="$$(hack/tools/build.sh --bin-dir 2>/dev/null)" \
 	  cargo test --workspace --locked --no-fail-fast
 
+.PHONY: crds
+crds: ## Regenerate crds/ from the Rust types
+	cargo run --quiet -p verbund-operator -- crd --output-dir crds
+
 .PHONY: dev
 dev: ## Start a simulated pooled data centre with the operator on it
 	@echo "make dev: the local pooled data centre is not built yet; 'make test' runs everything there is."

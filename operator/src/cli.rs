@@ -29,6 +29,12 @@ struct Cli {
 enum Command {
     /// Run the controllers and the admin server against the current kubeconfig or in-cluster.
     Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd {
+        /// Write one file per CRD into this folder instead of printing them.
+        #[arg(long)]
+        output_dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to the exit code.
@@ -37,6 +43,7 @@ pub fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Run(args) => tokio_main(run(args)),
+        Command::Crd { output_dir } => print_crds(output_dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,4 +70,21 @@ fn tokio_main(future: impl std::future::Future<Output = anyhow::Result<()>>) -> 
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?
         .block_on(future)
+}
+
+/// Prints every CRD as a YAML stream, or writes them to `output_dir`, one file each.
+fn print_crds(output_dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    for crd in crate::api::crds() {
+        let yaml = crate::api::crd_yaml(&crd)?;
+        match output_dir {
+            Some(dir) => {
+                let path = dir.join(crate::api::crd_file_name(&crd));
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            None => print!("---\n{yaml}"),
+        }
+    }
+    Ok(())
 }

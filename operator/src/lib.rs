@@ -4,6 +4,7 @@
 //! the integration tests can start the same operator in-process.
 
 pub mod admin;
+pub mod api;
 pub mod cli;
 pub mod metrics;
 pub mod runtime;

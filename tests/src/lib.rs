@@ -11,6 +11,8 @@
 pub mod access;
 pub mod cluster;
 pub mod control_plane;
+pub mod crds;
+pub mod examples;
 pub mod kubectl;
 pub mod namespace;
 pub mod operator;
