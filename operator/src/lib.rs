@@ -5,7 +5,12 @@
 
 pub mod admin;
 pub mod api;
+pub mod cache;
 pub mod cli;
+pub mod conditions;
+pub mod controller;
+pub mod meta;
 pub mod metrics;
+pub mod quantity;
 pub mod runtime;
 pub mod telemetry;

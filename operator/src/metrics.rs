@@ -1,13 +1,29 @@
 //! The operator's Prometheus metrics, on an explicit registry held in the shared context.
+//! Every name starts with `verbund_`.
 
-use prometheus::{Encoder, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 
-/// Every metric the operator exports. Names start with `verbund_`.
+/// Every metric the operator exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
     /// Always 1; its labels say which build is running.
     pub build_info: IntGauge,
+    /// Time per reconcile, by controller.
+    pub reconcile_duration: HistogramVec,
+    /// Failed reconciles, by controller and reason category.
+    pub reconcile_errors: IntCounterVec,
+    /// Writes sent to the API server, by kind and verb (apply, status, delete).
+    pub api_writes: IntCounterVec,
+    /// Nodes per site (state: total, ready).
+    pub site_nodes: GaugeVec,
+    /// Resources per site (kind: capacity, allocatable, requested), in cores, bytes and pods.
+    pub site_resources: GaugeVec,
+    /// Tenant quota and use (kind: hard, used), in cores, bytes and pods.
+    pub tenant_quota: GaugeVec,
 }
 
 impl Metrics {
@@ -21,11 +37,65 @@ impl Metrics {
             )
             .const_label("version", env!("CARGO_PKG_VERSION")),
         )?;
+        let reconcile_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "verbund_reconcile_duration_seconds",
+                "Time spent in one reconcile.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["controller"],
+        )?;
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new(
+                "verbund_reconcile_errors_total",
+                "Reconciles that failed, by reason.",
+            ),
+            &["controller", "reason"],
+        )?;
+        let api_writes = IntCounterVec::new(
+            Opts::new(
+                "verbund_api_writes_total",
+                "Write requests sent to the Kubernetes API server.",
+            ),
+            &["kind", "verb"],
+        )?;
+        let site_nodes = GaugeVec::new(
+            Opts::new("verbund_site_nodes", "Nodes of a site."),
+            &["site", "state"],
+        )?;
+        let site_resources = GaugeVec::new(
+            Opts::new(
+                "verbund_site_resources",
+                "Resources of a site: capacity, allocatable and requested.",
+            ),
+            &["site", "resource", "kind"],
+        )?;
+        let tenant_quota = GaugeVec::new(
+            Opts::new(
+                "verbund_tenant_quota",
+                "A tenant's quota (hard) and use (used).",
+            ),
+            &["tenant", "resource", "kind"],
+        )?;
         registry.register(Box::new(build_info.clone()))?;
+        registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(reconcile_errors.clone()))?;
+        registry.register(Box::new(api_writes.clone()))?;
+        registry.register(Box::new(site_nodes.clone()))?;
+        registry.register(Box::new(site_resources.clone()))?;
+        registry.register(Box::new(tenant_quota.clone()))?;
         build_info.set(1);
         Ok(Self {
             registry,
             build_info,
+            reconcile_duration,
+            reconcile_errors,
+            api_writes,
+            site_nodes,
+            site_resources,
+            tenant_quota,
         })
     }
 

@@ -46,3 +46,11 @@ pub async fn install(client: &Client) {
         .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
     }
 }
+
+/// Installs the CRDs once per test binary (the first caller installs, the others wait).
+pub async fn ensure_installed(client: &Client) {
+    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    INSTALLED
+        .get_or_init(|| async { install(client).await })
+        .await;
+}

@@ -122,3 +122,103 @@ impl OperatorProcess {
         Ok((output.status, log))
     }
 }
+
+/// The operator running inside the test process, on a thread and runtime of its own so that
+/// it outlives any single test. One per test binary (see [`in_process`]).
+#[derive(Debug)]
+pub struct InProcessOperator {
+    admin: SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl InProcessOperator {
+    /// Starts the operator against `kubeconfig` and waits until it is ready.
+    pub async fn start(kubeconfig: &Path) -> Result<Self, HarnessError> {
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)
+            .map_err(|e| HarnessError::Start(format!("kubeconfig: {e}")))?;
+        let token = shutdown.clone();
+        std::thread::Builder::new()
+            .name("verbund-operator".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => return eprintln!("operator runtime: {error}"),
+                };
+                runtime.block_on(async move {
+                    let options = kube::config::KubeConfigOptions::default();
+                    let client =
+                        match kube::Config::from_custom_kubeconfig(kubeconfig, &options).await {
+                            Ok(config) => kube::Client::try_from(config),
+                            Err(e) => return eprintln!("operator config: {e}"),
+                        };
+                    let client = match client {
+                        Ok(client) => client,
+                        Err(e) => return eprintln!("operator client: {e}"),
+                    };
+                    let args = verbund_operator::runtime::RunArgs::local(admin);
+                    if let Err(error) = verbund_operator::runtime::run(client, args, token).await {
+                        eprintln!("in-process operator failed: {error:#}");
+                    }
+                });
+            })
+            .map_err(|e| HarnessError::Start(format!("cannot start the operator thread: {e}")))?;
+        let operator = Self { admin, shutdown };
+        operator.await_ready(Duration::from_secs(60)).await?;
+        Ok(operator)
+    }
+
+    async fn await_ready(&self, timeout: Duration) -> Result<(), HarnessError> {
+        let url = format!("{}/readyz", self.admin_url());
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(resp) = reqwest::get(&url).await
+                && resp.status().is_success()
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(HarnessError::Start(format!(
+                    "in-process operator not ready after {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Base URL of the admin server.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    /// The operator's metrics as Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::get(format!("{}/metrics", self.admin_url())).await;
+        match response {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => panic!("cannot read operator metrics: {e}"),
+        }
+    }
+
+    /// Stops the operator (its controllers finish the reconcile in progress).
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The in-process operator of this test binary, started on first use against `kubeconfig`.
+pub async fn in_process(kubeconfig: &Path) -> &'static InProcessOperator {
+    static OPERATOR: tokio::sync::OnceCell<Result<InProcessOperator, HarnessError>> =
+        tokio::sync::OnceCell::const_new();
+    let started = OPERATOR
+        .get_or_init(|| async { InProcessOperator::start(kubeconfig).await })
+        .await;
+    match started {
+        Ok(operator) => operator,
+        Err(error) => panic!("cannot start the operator: {error}"),
+    }
+}

@@ -28,3 +28,55 @@ where
         interval = (interval * 2).min(Duration::from_secs(1));
     }
 }
+
+/// Waits until `name` reports condition `Ready` = True for its current generation
+/// (`status.observedGeneration` and the condition's `observedGeneration` both equal
+/// `metadata.generation`). Returns the object as it was then.
+pub async fn ready<K>(api: &kube::Api<K>, name: &str, timeout: Duration) -> K
+where
+    K: kube::Resource
+        + Clone
+        + Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Send
+        + 'static,
+{
+    let condition = |object: Option<&K>| {
+        object.is_some_and(|o| is_ready_now(&serde_json::to_value(o).unwrap_or_default()))
+    };
+    match tokio::time::timeout(
+        timeout,
+        kube::runtime::wait::await_condition(api.clone(), name, condition),
+    )
+    .await
+    {
+        Ok(Ok(Some(object))) => object,
+        Ok(Ok(None)) => panic!("{name} was deleted while waiting for Ready"),
+        Ok(Err(e)) => panic!("watching {name}: {e}"),
+        Err(_) => {
+            let last = api
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .map(|o| serde_json::to_value(&o).unwrap_or_default());
+            let status = last
+                .as_ref()
+                .map(|v| v["status"].to_string())
+                .unwrap_or_else(|| "absent".into());
+            panic!("{name} not Ready within {timeout:?}; status: {status}")
+        }
+    }
+}
+
+/// True when a serialised object's Ready condition is True for its current generation.
+pub fn is_ready_now(object: &serde_json::Value) -> bool {
+    let generation = &object["metadata"]["generation"];
+    let status = &object["status"];
+    let ready = status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .is_some_and(|c| c["status"] == "True" && &c["observedGeneration"] == generation);
+    ready && &status["observedGeneration"] == generation
+}

@@ -1,0 +1,266 @@
+//! What every object Verbund writes carries, and how Verbund tells whether a child needs
+//! writing: common labels, owner references, the field manager, a hash of the desired state,
+//! and drift detection from `managedFields`.
+//!
+//! Children are cached metadata-only. Whether a child must be (re)applied is decided from its
+//! metadata alone:
+//! - it is missing;
+//! - its `verbund.saarland.de/desired-hash` annotation differs from the hash of what Verbund
+//!   wants now (the spec changed);
+//! - someone else wrote it after Verbund did: a `managedFields` entry of another manager, for
+//!   the object itself (not its status or scale), newer than Verbund's own entry.
+//!
+//! A reconcile that finds nothing to change therefore sends no request at all, and an edit or
+//! deletion by someone else is repaired on the next event.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    ManagedFieldsEntry, ObjectMeta, OwnerReference,
+};
+use kube::Resource;
+use serde::Serialize;
+
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = "verbund-operator";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "verbund-operator";
+pub const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
+pub const PART_OF: &str = "verbund";
+pub const TENANT_LABEL: &str = "verbund.saarland.de/tenant";
+pub const BASELINE_LABEL: &str = "verbund.saarland.de/baseline";
+pub const HASH_ANNOTATION: &str = "verbund.saarland.de/desired-hash";
+
+/// Label selector for everything Verbund manages.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
+}
+
+/// The labels on every object Verbund creates for `tenant`.
+pub fn common_labels(tenant: &str) -> BTreeMap<String, String> {
+    [
+        (MANAGED_BY_LABEL, MANAGED_BY),
+        (PART_OF_LABEL, PART_OF),
+        (TENANT_LABEL, tenant),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// An owner object without a uid: it was never stored, so nothing can be owned by it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{kind} {name} has no uid; children need a stored owner")]
+pub struct MissingOwner {
+    pub kind: String,
+    pub name: String,
+}
+
+/// The controller owner reference to `owner`.
+pub fn owner_reference<K: Resource<DynamicType = ()>>(
+    owner: &K,
+) -> Result<OwnerReference, MissingOwner> {
+    owner.controller_owner_ref(&()).ok_or_else(|| MissingOwner {
+        kind: K::kind(&()).into_owned(),
+        name: owner.meta().name.clone().unwrap_or_default(),
+    })
+}
+
+/// A stable 64-bit FNV-1a hash, hex-encoded. Stable across builds and platforms, so a restart
+/// with a new binary recognises what the old one wrote.
+fn fnv1a(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Writes the hash of `object` (as it is, before the annotation) into its hash annotation and
+/// returns it.
+pub fn stamp<K: Resource + Serialize>(object: &mut K) -> String {
+    let meta = object.meta_mut();
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(HASH_ANNOTATION);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+    let hash = fnv1a(&serde_json::to_vec(object).unwrap_or_default());
+    object
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(HASH_ANNOTATION.to_string(), hash.clone());
+    hash
+}
+
+/// The desired-state hash a stored object carries.
+pub fn stored_hash(meta: &ObjectMeta) -> Option<&str> {
+    meta.annotations
+        .as_ref()?
+        .get(HASH_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// Whether a child must be applied, given the hash of what Verbund wants and the metadata of
+/// what is stored (None: it does not exist).
+pub fn needs_apply(desired_hash: &str, stored: Option<&ObjectMeta>) -> bool {
+    match stored {
+        None => true,
+        Some(meta) => stored_hash(meta) != Some(desired_hash) || written_by_others(meta),
+    }
+}
+
+/// True when another manager wrote the object itself (not a subresource) after Verbund did.
+pub fn written_by_others(meta: &ObjectMeta) -> bool {
+    let entries = meta.managed_fields.as_deref().unwrap_or_default();
+    let ours = entries
+        .iter()
+        .filter(|e| e.manager.as_deref() == Some(FIELD_MANAGER) && is_main_resource(e))
+        .filter_map(|e| e.time.as_ref())
+        .max();
+    let Some(ours) = ours else {
+        // Verbund never wrote it: someone else created it, or it predates Verbund.
+        return true;
+    };
+    entries.iter().any(|e| {
+        e.manager.as_deref() != Some(FIELD_MANAGER)
+            && is_main_resource(e)
+            && e.time.as_ref().is_some_and(|t| t >= ours)
+    })
+}
+
+fn is_main_resource(entry: &ManagedFieldsEntry) -> bool {
+    entry.subresource.as_deref().is_none_or(str::is_empty)
+}
+
+/// Shrinks `managedFields` to what [`written_by_others`] needs: no field sets, and only the
+/// newest entry per manager. Applied to every cached child (DESIGN §7: memory per object).
+pub fn strip_managed_fields(meta: &mut ObjectMeta) {
+    let Some(entries) = meta.managed_fields.take() else {
+        return;
+    };
+    let mut newest: BTreeMap<(String, bool), ManagedFieldsEntry> = BTreeMap::new();
+    for mut entry in entries {
+        entry.fields_v1 = None;
+        let key = (
+            entry.manager.clone().unwrap_or_default(),
+            is_main_resource(&entry),
+        );
+        match newest.get(&key) {
+            Some(kept) if kept.time >= entry.time => {}
+            _ => {
+                newest.insert(key, entry);
+            }
+        }
+    }
+    meta.managed_fields = Some(newest.into_values().collect());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn entry(manager: &str, second: i64, subresource: Option<&str>) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some("Apply".into()),
+            subresource: subresource.map(Into::into),
+            time: Some(Time(
+                Timestamp::from_second(second).unwrap_or(Timestamp::UNIX_EPOCH),
+            )),
+            ..Default::default()
+        }
+    }
+
+    fn meta(hash: &str, entries: Vec<ManagedFieldsEntry>) -> ObjectMeta {
+        ObjectMeta {
+            annotations: Some([(HASH_ANNOTATION.to_string(), hash.to_string())].into()),
+            managed_fields: Some(entries),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_hash_is_stable_and_changes_with_the_object() {
+        let mut a = ConfigMap::default();
+        a.metadata.name = Some("a".into());
+        let mut b = a.clone();
+        let first = stamp(&mut a);
+        assert_eq!(
+            stamp(&mut a),
+            first,
+            "restamping an object gives the same hash"
+        );
+        assert_eq!(stamp(&mut b), first, "equal objects, equal hashes");
+        b.data = Some([("k".to_string(), "v".to_string())].into());
+        assert_ne!(stamp(&mut b), first);
+    }
+
+    #[test]
+    fn nothing_to_do_when_the_hash_matches_and_nobody_else_wrote() {
+        let m = meta(
+            "h1",
+            vec![
+                entry(FIELD_MANAGER, 100, None),
+                entry("kube-controller-manager", 200, Some("status")),
+            ],
+        );
+        assert!(!needs_apply("h1", Some(&m)));
+    }
+
+    #[test]
+    fn applies_when_missing_changed_or_edited_by_someone_else() {
+        assert!(needs_apply("h1", None));
+        let ours = meta("h1", vec![entry(FIELD_MANAGER, 100, None)]);
+        assert!(needs_apply("h2", Some(&ours)), "spec changed");
+        let edited = meta(
+            "h1",
+            vec![
+                entry(FIELD_MANAGER, 100, None),
+                entry("kubectl-edit", 150, None),
+            ],
+        );
+        assert!(
+            needs_apply("h1", Some(&edited)),
+            "edited after Verbund wrote it"
+        );
+        let older_edit = meta(
+            "h1",
+            vec![
+                entry(FIELD_MANAGER, 200, None),
+                entry("kubectl-edit", 150, None),
+            ],
+        );
+        assert!(
+            !needs_apply("h1", Some(&older_edit)),
+            "Verbund already took it back"
+        );
+        let foreign = meta("h1", vec![entry("kubectl-create", 50, None)]);
+        assert!(
+            needs_apply("h1", Some(&foreign)),
+            "never written by Verbund"
+        );
+    }
+
+    #[test]
+    fn stripping_keeps_what_drift_detection_needs() {
+        let mut m = meta(
+            "h",
+            vec![
+                entry(FIELD_MANAGER, 100, None),
+                entry(FIELD_MANAGER, 90, None),
+                entry("kubectl-edit", 150, None),
+            ],
+        );
+        let before = written_by_others(&m);
+        strip_managed_fields(&mut m);
+        assert_eq!(m.managed_fields.as_ref().map(Vec::len), Some(2));
+        assert_eq!(written_by_others(&m), before);
+    }
+}
