@@ -9,8 +9,13 @@
 use std::fmt::Debug;
 
 use futures::{FutureExt, StreamExt, future::BoxFuture};
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, Node, Pod, ResourceQuota};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, Node, Pod, ResourceQuota, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::store::Writer;
@@ -62,6 +67,12 @@ pub struct Stores {
     pub limit_ranges: Store<PartialObjectMeta<LimitRange>>,
     pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    pub deployments: Store<Deployment>,
+    pub services: Store<PartialObjectMeta<Service>>,
+    pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    pub autoscalers: Store<PartialObjectMeta<HorizontalPodAutoscaler>>,
+    pub disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
+    pub ingresses: Store<PartialObjectMeta<Ingress>>,
 }
 
 impl std::fmt::Debug for Stores {
@@ -83,7 +94,13 @@ impl Stores {
         self.quotas.wait_until_ready().await?;
         self.limit_ranges.wait_until_ready().await?;
         self.role_bindings.wait_until_ready().await?;
-        self.network_policies.wait_until_ready().await
+        self.network_policies.wait_until_ready().await?;
+        self.deployments.wait_until_ready().await?;
+        self.services.wait_until_ready().await?;
+        self.service_accounts.wait_until_ready().await?;
+        self.autoscalers.wait_until_ready().await?;
+        self.disruption_budgets.wait_until_ready().await?;
+        self.ingresses.wait_until_ready().await
     }
 }
 
@@ -102,6 +119,12 @@ pub struct Caches {
     limit_ranges: Shared<PartialObjectMeta<LimitRange>>,
     role_bindings: Shared<PartialObjectMeta<RoleBinding>>,
     network_policies: Shared<PartialObjectMeta<NetworkPolicy>>,
+    deployments: Shared<Deployment>,
+    services: Shared<PartialObjectMeta<Service>>,
+    service_accounts: Shared<PartialObjectMeta<ServiceAccount>>,
+    autoscalers: Shared<PartialObjectMeta<HorizontalPodAutoscaler>>,
+    disruption_budgets: Shared<PartialObjectMeta<PodDisruptionBudget>>,
+    ingresses: Shared<PartialObjectMeta<Ingress>>,
 }
 
 /// A subscription to one shared watch, for a controller's trigger.
@@ -133,6 +156,12 @@ subscribe!(
     limit_ranges: PartialObjectMeta<LimitRange>,
     role_bindings: PartialObjectMeta<RoleBinding>,
     network_policies: PartialObjectMeta<NetworkPolicy>,
+    deployments: Deployment,
+    services: PartialObjectMeta<Service>,
+    service_accounts: PartialObjectMeta<ServiceAccount>,
+    autoscalers: PartialObjectMeta<HorizontalPodAutoscaler>,
+    disruption_budgets: PartialObjectMeta<PodDisruptionBudget>,
+    ingresses: PartialObjectMeta<Ingress>,
 );
 
 impl Caches {
@@ -150,6 +179,12 @@ impl Caches {
             limit_ranges: Shared::new(),
             role_bindings: Shared::new(),
             network_policies: Shared::new(),
+            deployments: Shared::new(),
+            services: Shared::new(),
+            service_accounts: Shared::new(),
+            autoscalers: Shared::new(),
+            disruption_budgets: Shared::new(),
+            ingresses: Shared::new(),
         }
     }
 
@@ -166,6 +201,12 @@ impl Caches {
             limit_ranges: self.limit_ranges.store.clone(),
             role_bindings: self.role_bindings.store.clone(),
             network_policies: self.network_policies.store.clone(),
+            deployments: self.deployments.store.clone(),
+            services: self.services.store.clone(),
+            service_accounts: self.service_accounts.store.clone(),
+            autoscalers: self.autoscalers.store.clone(),
+            disruption_budgets: self.disruption_budgets.store.clone(),
+            ingresses: self.ingresses.store.clone(),
         }
     }
 
@@ -222,10 +263,41 @@ impl Caches {
             ),
             reflect(
                 Api::all(c.clone()),
-                managed,
+                managed.clone(),
                 self.network_policies.writer,
                 strip,
             ),
+            reflect(
+                Api::all(c.clone()),
+                managed.clone(),
+                self.deployments.writer,
+                strip_deployment,
+            ),
+            reflect(
+                Api::all(c.clone()),
+                managed.clone(),
+                self.services.writer,
+                strip,
+            ),
+            reflect(
+                Api::all(c.clone()),
+                managed.clone(),
+                self.service_accounts.writer,
+                strip,
+            ),
+            reflect(
+                Api::all(c.clone()),
+                managed.clone(),
+                self.autoscalers.writer,
+                strip,
+            ),
+            reflect(
+                Api::all(c.clone()),
+                managed.clone(),
+                self.disruption_budgets.writer,
+                strip,
+            ),
+            reflect(Api::all(c.clone()), managed, self.ingresses.writer, strip),
         ];
         tokio::select! {
             _ = futures::future::join_all(watches) => {},
@@ -259,6 +331,13 @@ where
 
 fn strip<K: Resource>(object: &mut K) {
     strip_managed_fields(object.meta_mut());
+}
+
+/// Deployments keep metadata, the replica count the autoscaler set, and status; the pod
+/// template (the bulk) is dropped: Verbund knows what it wants it to be.
+fn strip_deployment(deployment: &mut Deployment) {
+    strip_managed_fields(&mut deployment.metadata);
+    deployment.spec.template = Default::default();
 }
 
 /// Nodes keep labels, schedulability, capacity, allocatable and their Ready condition.

@@ -11,6 +11,7 @@ pub mod conditions;
 pub mod controller;
 pub mod meta;
 pub mod metrics;
+pub mod placement;
 pub mod quantity;
 pub mod runtime;
 pub mod telemetry;

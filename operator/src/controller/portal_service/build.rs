@@ -1,0 +1,493 @@
+//! What the cluster should hold for a portal service (pure): a hardened Deployment placed on
+//! the eligible sites, and what it needs around it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, GRPCAction,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecurityContext, Service, ServiceAccount, ServicePort,
+    ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
+    IngressServiceBackend, IngressSpec, IngressTLS, NetworkPolicy, NetworkPolicyIngressRule,
+    NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, ServiceBackendPort,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+
+use crate::api::portal_service::{AppProtocol, PortalService};
+use crate::api::security_baseline::BaselineRules;
+use crate::meta::{self, MissingOwner};
+use crate::placement::{self, EligibleSite};
+
+/// The user every service runs as: any non-root id; the image needs no particular one.
+pub const RUN_AS_USER: i64 = 10001;
+
+/// Labels identifying a service's pods (the Deployment's selector; never changes).
+pub fn selector_labels(service: &str) -> BTreeMap<String, String> {
+    [
+        ("app.kubernetes.io/name", service),
+        ("app.kubernetes.io/instance", service),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Everything a portal service consists of. `deployment` is None when no site is eligible:
+/// running pods are then left as they are.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub service_account: ServiceAccount,
+    pub deployment: Option<Deployment>,
+    pub service: Service,
+    pub autoscaler: HorizontalPodAutoscaler,
+    pub disruption_budget: PodDisruptionBudget,
+    pub network_policy: NetworkPolicy,
+    pub ingress: Option<Ingress>,
+}
+
+/// Inputs beyond the PortalService itself.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    pub tenant: &'a str,
+    /// Eligible sites; empty means no site can take the service.
+    pub eligible: &'a [EligibleSite],
+    pub min_replicas: i32,
+    pub max_replicas: i32,
+    pub gateway_namespace: &'a str,
+}
+
+pub fn build(ps: &PortalService, inputs: &Inputs<'_>) -> Result<Desired, MissingOwner> {
+    let name = ps.name_any();
+    let namespace = ps.namespace().unwrap_or_default();
+    let owner = meta::owner_reference(ps)?;
+    let mut labels = meta::common_labels(inputs.tenant);
+    labels.extend(selector_labels(&name));
+    let metadata = ObjectMeta {
+        name: Some(name.clone()),
+        namespace: Some(namespace),
+        labels: Some(labels.clone()),
+        owner_references: Some(vec![owner]),
+        ..Default::default()
+    };
+    let selector = LabelSelector {
+        match_labels: Some(selector_labels(&name)),
+        ..Default::default()
+    };
+    let spec = &ps.spec;
+
+    let service_account = ServiceAccount {
+        metadata: metadata.clone(),
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    };
+
+    let deployment = (!inputs.eligible.is_empty()).then(|| Deployment {
+        metadata: metadata.clone(),
+        spec: DeploymentSpec {
+            // No `replicas`: the autoscaler owns it.
+            selector: selector.clone(),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels.clone()),
+                    ..Default::default()
+                }),
+                spec: Some(pod_spec(ps, inputs.eligible, &selector)),
+            },
+            ..Default::default()
+        },
+        status: None,
+    });
+
+    let service = Service {
+        metadata: metadata.clone(),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&name)),
+            ports: Some(
+                spec.ports
+                    .iter()
+                    .map(|p| ServicePort {
+                        name: Some(p.name.clone()),
+                        port: p.port,
+                        target_port: Some(IntOrString::String(p.name.clone())),
+                        protocol: Some("TCP".into()),
+                        app_protocol: Some(
+                            match p.protocol {
+                                AppProtocol::Http => "http",
+                                AppProtocol::Grpc => "kubernetes.io/h2c",
+                            }
+                            .into(),
+                        ),
+                        node_port: None,
+                    })
+                    .collect(),
+            ),
+            type_: Some("ClusterIP".into()),
+            ..Default::default()
+        }),
+        status: None,
+    };
+
+    let target_cpu = spec
+        .scaling
+        .as_ref()
+        .map(|s| s.target_cpu_utilization)
+        .unwrap_or(70);
+    let autoscaler = HorizontalPodAutoscaler {
+        metadata: metadata.clone(),
+        spec: HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: name.clone(),
+            },
+            min_replicas: Some(inputs.min_replicas.min(inputs.max_replicas)),
+            max_replicas: inputs.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".into(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".into(),
+                    target: MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(target_cpu),
+                        ..Default::default()
+                    },
+                }),
+                ..Default::default()
+            }]),
+            behavior: None,
+        },
+        status: None,
+    };
+
+    let disruption_budget = PodDisruptionBudget {
+        metadata: metadata.clone(),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(selector.clone()),
+            ..Default::default()
+        }),
+        status: None,
+    };
+
+    let network_policy = NetworkPolicy {
+        metadata: metadata.clone(),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(selector),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![NetworkPolicyPeer {
+                    namespace_selector: Some(LabelSelector {
+                        match_labels: Some(
+                            [(
+                                "kubernetes.io/metadata.name".to_string(),
+                                inputs.gateway_namespace.to_string(),
+                            )]
+                            .into(),
+                        ),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ports: Some(
+                    spec.ports
+                        .iter()
+                        .map(|p| NetworkPolicyPort {
+                            port: Some(IntOrString::Int(p.port)),
+                            protocol: Some("TCP".into()),
+                            end_port: None,
+                        })
+                        .collect(),
+                ),
+            }]),
+            ..Default::default()
+        }),
+    };
+
+    let ingress = spec.exposure.as_ref().map(|exposure| {
+        let port = spec
+            .ports
+            .iter()
+            .find(|p| p.protocol == AppProtocol::Http)
+            .unwrap_or(&spec.ports[0]);
+        Ingress {
+            metadata: metadata.clone(),
+            spec: Some(IngressSpec {
+                rules: Some(vec![IngressRule {
+                    host: Some(exposure.host.clone()),
+                    http: Some(HTTPIngressRuleValue {
+                        paths: vec![HTTPIngressPath {
+                            path: Some(exposure.path.clone()),
+                            path_type: "Prefix".into(),
+                            backend: IngressBackend {
+                                service: Some(IngressServiceBackend {
+                                    name: name.clone(),
+                                    port: Some(ServiceBackendPort {
+                                        name: Some(port.name.clone()),
+                                        number: None,
+                                    }),
+                                }),
+                                resource: None,
+                            },
+                        }],
+                    }),
+                }]),
+                tls: exposure.tls_secret_name.as_ref().map(|secret| {
+                    vec![IngressTLS {
+                        hosts: Some(vec![exposure.host.clone()]),
+                        secret_name: Some(secret.clone()),
+                    }]
+                }),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    });
+
+    Ok(Desired {
+        service_account,
+        deployment,
+        service,
+        autoscaler,
+        disruption_budget,
+        network_policy,
+        ingress,
+    })
+}
+
+/// The pod: hardened by construction so that it satisfies every baseline and Pod Security
+/// `restricted` (SYS.1.6.A17, A21, A23, A15; APP.4.4.A9, A11).
+pub fn pod_spec(
+    ps: &PortalService,
+    eligible: &[EligibleSite],
+    selector: &LabelSelector,
+) -> PodSpec {
+    let spec = &ps.spec;
+    let name = ps.name_any();
+    let probe_port = spec
+        .probes
+        .as_ref()
+        .and_then(|p| p.port.as_ref())
+        .and_then(|port| spec.ports.iter().find(|p| &p.name == port))
+        .unwrap_or(&spec.ports[0]);
+    let (readiness_path, liveness_path, period) = match &spec.probes {
+        Some(p) => (
+            p.readiness_path.clone(),
+            p.liveness_path.clone(),
+            p.period_seconds,
+        ),
+        None => ("/healthz".to_string(), "/healthz".to_string(), 10),
+    };
+    let probe = |path: String| {
+        let mut probe = Probe {
+            period_seconds: Some(period),
+            failure_threshold: Some(3),
+            ..Default::default()
+        };
+        match probe_port.protocol {
+            AppProtocol::Http => {
+                probe.http_get = Some(HTTPGetAction {
+                    path: Some(path),
+                    port: IntOrString::String(probe_port.name.clone()),
+                    ..Default::default()
+                })
+            }
+            AppProtocol::Grpc => {
+                probe.grpc = Some(GRPCAction {
+                    port: probe_port.port,
+                    ..Default::default()
+                })
+            }
+        }
+        probe
+    };
+    let quantities = |cpu: &Quantity, memory: &Quantity| -> BTreeMap<String, Quantity> {
+        [
+            ("cpu".to_string(), cpu.clone()),
+            ("memory".to_string(), memory.clone()),
+        ]
+        .into()
+    };
+    let env = spec
+        .env
+        .iter()
+        .map(|e| EnvVar {
+            name: e.name.clone(),
+            value: e.value.clone(),
+            value_from: e.secret_key_ref.as_ref().map(|s| EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: s.name.clone(),
+                    key: s.key.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+        })
+        .collect::<Vec<_>>();
+    let container = Container {
+        name: "service".into(),
+        image: Some(spec.image.clone()),
+        command: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        args: (!spec.args.is_empty()).then(|| spec.args.clone()),
+        env: (!env.is_empty()).then_some(env),
+        ports: Some(
+            spec.ports
+                .iter()
+                .map(|p| ContainerPort {
+                    name: Some(p.name.clone()),
+                    container_port: p.port,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities(&spec.resources.cpu, &spec.resources.memory)),
+            limits: Some(quantities(
+                &spec.resources.cpu_limit,
+                &spec.resources.memory_limit,
+            )),
+            ..Default::default()
+        }),
+        readiness_probe: Some(probe(readiness_path)),
+        liveness_probe: Some(probe(liveness_path)),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            run_as_group: Some(RUN_AS_USER),
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    PodSpec {
+        service_account_name: Some(name),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            run_as_group: Some(RUN_AS_USER),
+            fs_group: Some(RUN_AS_USER),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..Default::default()
+        }),
+        containers: vec![container],
+        volumes: Some(vec![Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("64Mi".into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        affinity: Some(placement::node_affinity(eligible)),
+        topology_spread_constraints: Some(placement::spread_constraints(
+            ps.spec.placement.spread,
+            selector,
+        )),
+        ..Default::default()
+    }
+}
+
+/// What the bound baseline asks of the image that Verbund cannot provide by construction:
+/// registry, digest and tag. Each entry names the rule and what is wrong.
+pub fn image_findings(image: &str, rules: &BaselineRules) -> Vec<String> {
+    let mut findings = Vec::new();
+    if !rules.allowed_registries.is_empty()
+        && !rules
+            .allowed_registries
+            .iter()
+            .any(|r| image.starts_with(&format!("{}/", r.trim_end_matches('/'))))
+    {
+        findings.push(format!(
+            "allowedRegistries: {image} is not from {}",
+            rules.allowed_registries.join(", ")
+        ));
+    }
+    let (without_digest, digest) = match image.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (image, None),
+    };
+    if rules.image_digest_required && digest.is_none() {
+        findings.push(format!(
+            "imageDigestRequired: {image} is not pinned by digest (@sha256:...)"
+        ));
+    }
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    let tag = last.split_once(':').map(|(_, tag)| tag);
+    if rules.latest_tag_forbidden && digest.is_none() && matches!(tag, None | Some("latest")) {
+        findings.push(format!(
+            "latestTagForbidden: {image} uses the latest tag or none"
+        ));
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_rules_are_checked() {
+        let rules = BaselineRules {
+            allowed_registries: vec!["registry.saarland.de/portal".into()],
+            image_digest_required: true,
+            latest_tag_forbidden: true,
+            ..Default::default()
+        };
+        assert!(image_findings("registry.saarland.de/portal/x@sha256:abc", &rules).is_empty());
+        let findings = image_findings("docker.io/library/nginx", &rules);
+        assert_eq!(findings.len(), 3, "{findings:?}");
+        let lax = BaselineRules {
+            latest_tag_forbidden: true,
+            ..Default::default()
+        };
+        assert!(
+            image_findings("registry.saarland.de:5000/x:1.2", &lax).is_empty(),
+            "a port is not a tag"
+        );
+        assert_eq!(
+            image_findings("registry.saarland.de/x:latest", &lax).len(),
+            1
+        );
+    }
+}
