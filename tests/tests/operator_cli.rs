@@ -9,6 +9,8 @@ use verbund_tests::{control_plane, operator_binary};
 #[tokio::test]
 async fn serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
     let cp = control_plane::shared().await;
+    // Without its CRDs the operator's caches never sync and it never reports ready.
+    verbund_tests::crds::ensure_installed(&cp.client().await).await;
     let mut operator = OperatorProcess::start(operator_binary!(), cp.kubeconfig_path(), &[])
         .await
         .expect("started");
