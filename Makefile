@@ -41,6 +41,9 @@ crds: ## Regenerate crds/ from the Rust types
 	cargo run --quiet -p verbund-operator -- crd --output-dir crds
 
 .PHONY: dev
-dev: ## Start a simulated pooled data centre with the operator on it
-	@echo "make dev: the local pooled data centre is not built yet; 'make test' runs everything there is."
-	@exit 1
+dev: deps ## Start a simulated pooled data centre with the operator on it (leaves it running)
+	@hack/dev.sh up
+
+.PHONY: dev-down
+dev-down: ## Stop what make dev started; nothing keeps running or listening
+	@hack/dev.sh down

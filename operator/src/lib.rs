@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod baseline;
 pub mod cache;
 pub mod cli;
 pub mod conditions;

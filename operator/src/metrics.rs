@@ -24,6 +24,10 @@ pub struct Metrics {
     pub site_resources: GaugeVec,
     /// Tenant quota and use (kind: hard, used), in cores, bytes and pods.
     pub tenant_quota: GaugeVec,
+    /// Objects a baseline's last audit checked, by result (checked, compliant).
+    pub baseline_objects: GaugeVec,
+    /// Objects violating a rule in a baseline's last audit, by rule.
+    pub baseline_violations: GaugeVec,
 }
 
 impl Metrics {
@@ -79,6 +83,20 @@ impl Metrics {
             ),
             &["tenant", "resource", "kind"],
         )?;
+        let baseline_objects = GaugeVec::new(
+            Opts::new(
+                "verbund_baseline_objects",
+                "Objects (workloads and namespaces) a baseline's last audit checked, by result.",
+            ),
+            &["baseline", "result"],
+        )?;
+        let baseline_violations = GaugeVec::new(
+            Opts::new(
+                "verbund_baseline_violations",
+                "Objects violating a rule in a baseline's last audit.",
+            ),
+            &["baseline", "rule", "bsi"],
+        )?;
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
@@ -86,6 +104,8 @@ impl Metrics {
         registry.register(Box::new(site_nodes.clone()))?;
         registry.register(Box::new(site_resources.clone()))?;
         registry.register(Box::new(tenant_quota.clone()))?;
+        registry.register(Box::new(baseline_objects.clone()))?;
+        registry.register(Box::new(baseline_violations.clone()))?;
         build_info.set(1);
         Ok(Self {
             registry,
@@ -96,6 +116,8 @@ impl Metrics {
             site_nodes,
             site_resources,
             tenant_quota,
+            baseline_objects,
+            baseline_violations,
         })
     }
 

@@ -83,6 +83,7 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
     let sites = controller::site::run(ctx.clone(), &caches, shutdown.clone());
     let tenants = controller::tenant::run(ctx.clone(), &caches, shutdown.clone());
     let services = controller::portal_service::run(ctx.clone(), &caches, shutdown.clone());
+    let baselines = controller::baseline::run(ctx.clone(), &caches, shutdown.clone());
     let stores = ctx.stores.clone();
     let watches = caches.run(shutdown.clone());
 
@@ -107,8 +108,8 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
             info!("shutting down");
         }
     };
-    let (admin_result, (), (), (), (), (), ()) =
-        tokio::join!(admin, watches, sites, tenants, services, ready, stop);
+    let (admin_result, (), (), (), (), (), (), ()) =
+        tokio::join!(admin, watches, sites, tenants, services, baselines, ready, stop);
     admin_result.context("admin server failed")?;
     info!("stopped");
     Ok(())

@@ -54,3 +54,34 @@ pub async fn ensure_installed(client: &Client) {
         .get_or_init(|| async { install(client).await })
         .await;
 }
+
+/// Installs the PolicyReport CRD (`tests/fixtures/policyreport-crd.yaml`) once per test binary,
+/// as a cluster with a policy-report viewer has it.
+pub async fn ensure_policy_reports(client: &Client) {
+    static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    INSTALLED
+        .get_or_init(|| async {
+            let path = crate::tools::workspace_root().join("tests/fixtures/policyreport-crd.yaml");
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+            let crd: CustomResourceDefinition =
+                serde_yaml::from_str(&text).expect("the PolicyReport CRD");
+            let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+            let name = crd.metadata.name.clone().expect("CRD has a name");
+            api.patch(
+                &name,
+                &PatchParams::apply("verbund-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                await_condition(api.clone(), &name, conditions::is_crd_established()),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("CRD {name} not Established within 30s"))
+            .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
+        })
+        .await;
+}

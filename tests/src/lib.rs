@@ -9,6 +9,8 @@
 //! skips.
 
 pub mod access;
+pub mod admission;
+pub mod baselines;
 pub mod cluster;
 pub mod control_plane;
 pub mod crds;

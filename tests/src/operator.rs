@@ -20,11 +20,22 @@ macro_rules! operator_binary {
     };
 }
 
-/// A running `verbund-operator run`, killed when dropped.
+/// A running `verbund-operator run`, killed when dropped. Its output goes to a file, so that a
+/// chatty operator never blocks on a full pipe.
 #[derive(Debug)]
 pub struct OperatorProcess {
     child: Child,
     admin: SocketAddr,
+    log: tempfile::NamedTempFile,
+}
+
+/// A GET with a timeout: a probe must never hang a test.
+async fn get(url: &str) -> Option<reqwest::Response> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    client.get(url).send().await.ok()
 }
 
 impl OperatorProcess {
@@ -36,6 +47,18 @@ impl OperatorProcess {
         extra_args: &[&str],
     ) -> Result<Self, HarnessError> {
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
+        let log = tempfile::NamedTempFile::new()
+            .map_err(|e| HarnessError::Start(format!("cannot create the operator log: {e}")))?;
+        // Duplicated handles share one file offset, so stdout and stderr interleave rather
+        // than overwrite each other.
+        let stdout = log
+            .as_file()
+            .try_clone()
+            .map_err(|e| HarnessError::Start(e.to_string()))?;
+        let stderr = log
+            .as_file()
+            .try_clone()
+            .map_err(|e| HarnessError::Start(e.to_string()))?;
         let child = Command::new(binary)
             .arg("run")
             .arg(format!("--admin-addr={admin}"))
@@ -43,12 +66,12 @@ impl OperatorProcess {
             .env("KUBECONFIG", kubeconfig)
             .env_remove("KUBERNETES_SERVICE_HOST")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(stdout)
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| HarnessError::Start(format!("cannot start verbund-operator: {e}")))?;
-        Ok(Self { child, admin })
+        Ok(Self { child, admin, log })
     }
 
     /// Base URL of the admin server (`/livez`, `/readyz`, `/metrics`).
@@ -60,32 +83,37 @@ impl OperatorProcess {
         self.child.id()
     }
 
-    /// Waits until `/readyz` answers 200; fails early if the process exits.
+    /// Waits until `/readyz` answers 200; fails early, with the log, if the process exits.
     pub async fn await_ready(&mut self, timeout: Duration) -> Result<(), HarnessError> {
         let url = format!("{}/readyz", self.admin_url());
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(status) = self
+            let exited = self
                 .child
                 .try_wait()
-                .map_err(|e| HarnessError::Start(e.to_string()))?
-            {
+                .map_err(|e| HarnessError::Start(e.to_string()))?;
+            if let Some(status) = exited {
+                let log = self.log_text();
                 return Err(HarnessError::Start(format!(
-                    "verbund-operator exited ({status}) before ready"
+                    "verbund-operator exited ({status}) before ready:\n{log}"
                 )));
             }
-            if let Ok(resp) = reqwest::get(&url).await
-                && resp.status().is_success()
-            {
+            if get(&url).await.is_some_and(|r| r.status().is_success()) {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
+                let log = self.log_text();
                 return Err(HarnessError::Start(format!(
-                    "verbund-operator not ready after {timeout:?}"
+                    "verbund-operator not ready after {timeout:?}; log:\n{log}"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Everything the operator logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
     /// Sends `signal` (e.g. "TERM") to the process.
@@ -108,18 +136,16 @@ impl OperatorProcess {
 
     /// Waits for the process to exit and returns its exit status and everything it logged.
     pub async fn wait(
-        self,
+        mut self,
         timeout: Duration,
     ) -> Result<(std::process::ExitStatus, String), HarnessError> {
-        let output = tokio::time::timeout(timeout, self.child.wait_with_output())
+        let status = tokio::time::timeout(timeout, self.child.wait())
             .await
             .map_err(|_| {
                 HarnessError::Start(format!("verbund-operator still running after {timeout:?}"))
             })?
             .map_err(|e| HarnessError::Start(e.to_string()))?;
-        let log = String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr);
-        Ok((output.status, log))
+        Ok((status, self.log_text()))
     }
 }
 
@@ -176,9 +202,7 @@ impl InProcessOperator {
         let url = format!("{}/readyz", self.admin_url());
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Ok(resp) = reqwest::get(&url).await
-                && resp.status().is_success()
-            {
+            if get(&url).await.is_some_and(|r| r.status().is_success()) {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -197,10 +221,9 @@ impl InProcessOperator {
 
     /// The operator's metrics as Prometheus text.
     pub async fn metrics(&self) -> String {
-        let response = reqwest::get(format!("{}/metrics", self.admin_url())).await;
-        match response {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(e) => panic!("cannot read operator metrics: {e}"),
+        match get(&format!("{}/metrics", self.admin_url())).await {
+            Some(r) => r.text().await.unwrap_or_default(),
+            None => panic!("cannot read operator metrics"),
         }
     }
 

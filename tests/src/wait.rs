@@ -70,6 +70,39 @@ where
     }
 }
 
+/// Waits until `name`'s status has been written for its current generation
+/// (`status.observedGeneration` = `metadata.generation`), whatever it says: the controller
+/// has reconciled it at least once since its last change.
+pub async fn observed<K>(api: &kube::Api<K>, name: &str, timeout: Duration) -> K
+where
+    K: kube::Resource
+        + Clone
+        + Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Send
+        + 'static,
+{
+    let condition = |object: Option<&K>| {
+        object.is_some_and(|o| {
+            let value = serde_json::to_value(o).unwrap_or_default();
+            !value["metadata"]["generation"].is_null()
+                && value["status"]["observedGeneration"] == value["metadata"]["generation"]
+        })
+    };
+    match tokio::time::timeout(
+        timeout,
+        kube::runtime::wait::await_condition(api.clone(), name, condition),
+    )
+    .await
+    {
+        Ok(Ok(Some(object))) => object,
+        Ok(Ok(None)) => panic!("{name} was deleted while waiting for its status"),
+        Ok(Err(e)) => panic!("watching {name}: {e}"),
+        Err(_) => panic!("{name} has no status for its generation after {timeout:?}"),
+    }
+}
+
 /// True when a serialised object's Ready condition is True for its current generation.
 pub fn is_ready_now(object: &serde_json::Value) -> bool {
     let generation = &object["metadata"]["generation"];

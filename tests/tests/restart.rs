@@ -4,14 +4,45 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, ResourceQuota, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::{Api, ListParams};
 use kube::{Client, Resource, ResourceExt};
-use verbund_operator::api::{Site, Tenant};
+use verbund_operator::api::{PortalService, Site, Tenant};
 use verbund_tests::operator::OperatorProcess;
 use verbund_tests::{control_plane, crds, examples, operator_binary, wait};
+
+/// Verbund's own kinds: all their writes, status included, come from Verbund or the test.
+const VERBUND_KINDS: [&str; 4] = [
+    "tenants",
+    "sites",
+    "securitybaselines",
+    "portalservices",
+];
+
+/// The kinds Verbund renders. The controller-manager writes some of their subresources
+/// (quota usage, Deployment status and scale, autoscaler and budget status): those are not
+/// Verbund's writes, so only writes to the objects themselves count.
+const CHILD_KINDS: [&str; 12] = [
+    "namespaces",
+    "resourcequotas",
+    "limitranges",
+    "rolebindings",
+    "networkpolicies",
+    "clusterroles",
+    "deployments",
+    "services",
+    "serviceaccounts",
+    "horizontalpodautoscalers",
+    "poddisruptionbudgets",
+    "ingresses",
+];
 
 /// Write requests the API server has served for the kinds Verbund writes, by resource and
 /// verb (its own `apiserver_request_total` counter: independent of the operator's word).
@@ -23,18 +54,6 @@ async fn api_server_writes(client: &Client) -> BTreeMap<String, u64> {
         .request_text(request)
         .await
         .expect("API server metrics");
-    let kinds = [
-        "namespaces",
-        "resourcequotas",
-        "limitranges",
-        "rolebindings",
-        "networkpolicies",
-        "clusterroles",
-        "tenants",
-        "sites",
-        "securitybaselines",
-        "portalservices",
-    ];
     let mut writes = BTreeMap::new();
     for line in text
         .lines()
@@ -49,12 +68,9 @@ async fn api_server_writes(client: &Client) -> BTreeMap<String, u64> {
         else {
             continue;
         };
-        // The controller-manager keeps quota usage current: that is not Verbund's write.
-        let quota_status = resource == "resourcequotas" && subresource == "status";
-        if kinds.contains(&resource)
-            && ["POST", "PUT", "PATCH", "DELETE"].contains(&verb)
-            && !quota_status
-        {
+        let counted = VERBUND_KINDS.contains(&resource)
+            || (CHILD_KINDS.contains(&resource) && subresource.is_empty());
+        if counted && ["POST", "PUT", "PATCH", "DELETE"].contains(&verb) {
             let count: u64 = line
                 .rsplit(' ')
                 .next()
@@ -68,65 +84,62 @@ async fn api_server_writes(client: &Client) -> BTreeMap<String, u64> {
     writes
 }
 
-/// Resource versions of everything Verbund manages (quota: its spec, since the
-/// controller-manager rewrites its status).
+/// What Verbund last changed on everything it manages: the resource version of its own kinds
+/// (only Verbund and the test write them), and for rendered objects the time of Verbund's
+/// entry in `managedFields` (other controllers write their status and scale; the time moves
+/// only when Verbund's apply changes something).
 async fn managed_state(client: &Client) -> BTreeMap<String, String> {
-    async fn versions<K>(api: Api<K>, params: &ListParams, out: &mut BTreeMap<String, String>)
+    async fn versions<K>(api: Api<K>, out: &mut BTreeMap<String, String>)
     where
-        K: Resource<DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug
-            + serde::Serialize,
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        for object in api.list(params).await.expect("list").items {
-            let key = format!(
-                "{} {}/{}",
-                K::kind(&()),
-                object.namespace().unwrap_or_default(),
-                object.name_any()
-            );
-            out.insert(key, object.resource_version().unwrap_or_default());
+        for object in api.list(&ListParams::default()).await.expect("list").items {
+            out.insert(key(&object), object.resource_version().unwrap_or_default());
         }
     }
-    let managed = ListParams::default().labels("app.kubernetes.io/managed-by=verbund-operator");
-    let all = ListParams::default();
-    let mut state = BTreeMap::new();
-    versions(Api::<Tenant>::all(client.clone()), &all, &mut state).await;
-    versions(Api::<Site>::all(client.clone()), &all, &mut state).await;
-    versions(Api::<Namespace>::all(client.clone()), &managed, &mut state).await;
-    versions(Api::<LimitRange>::all(client.clone()), &managed, &mut state).await;
-    versions(
-        Api::<RoleBinding>::all(client.clone()),
-        &managed,
-        &mut state,
-    )
-    .await;
-    versions(
-        Api::<NetworkPolicy>::all(client.clone()),
-        &managed,
-        &mut state,
-    )
-    .await;
-    versions(
-        Api::<ClusterRole>::all(client.clone()),
-        &managed,
-        &mut state,
-    )
-    .await;
-    for quota in Api::<ResourceQuota>::all(client.clone())
-        .list(&managed)
-        .await
-        .expect("quotas")
-        .items
+    async fn applied<K>(api: Api<K>, out: &mut BTreeMap<String, String>)
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        let key = format!(
-            "ResourceQuota {}/{}",
-            quota.namespace().unwrap_or_default(),
-            quota.name_any()
-        );
-        state.insert(key, format!("{:?}", quota.spec.and_then(|s| s.hard)));
+        let managed = ListParams::default().labels("app.kubernetes.io/managed-by=verbund-operator");
+        for object in api.list(&managed).await.expect("list").items {
+            let times: Vec<String> = object
+                .managed_fields()
+                .iter()
+                .filter(|f| f.manager.as_deref() == Some("verbund-operator"))
+                .map(|f| format!("{:?} {:?}", f.subresource, f.time))
+                .collect();
+            out.insert(key(&object), times.join(", "));
+        }
     }
+    fn key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+        format!(
+            "{} {}/{}",
+            K::kind(&()),
+            object.meta().namespace.clone().unwrap_or_default(),
+            object.meta().name.clone().unwrap_or_default()
+        )
+    }
+    let mut state = BTreeMap::new();
+    versions(Api::<Tenant>::all(client.clone()), &mut state).await;
+    versions(Api::<Site>::all(client.clone()), &mut state).await;
+    versions(Api::<PortalService>::all(client.clone()), &mut state).await;
+    applied(Api::<Namespace>::all(client.clone()), &mut state).await;
+    applied(Api::<ResourceQuota>::all(client.clone()), &mut state).await;
+    applied(Api::<LimitRange>::all(client.clone()), &mut state).await;
+    applied(Api::<RoleBinding>::all(client.clone()), &mut state).await;
+    applied(Api::<NetworkPolicy>::all(client.clone()), &mut state).await;
+    applied(Api::<ClusterRole>::all(client.clone()), &mut state).await;
+    applied(Api::<Deployment>::all(client.clone()), &mut state).await;
+    applied(Api::<Service>::all(client.clone()), &mut state).await;
+    applied(Api::<ServiceAccount>::all(client.clone()), &mut state).await;
+    applied(
+        Api::<HorizontalPodAutoscaler>::all(client.clone()),
+        &mut state,
+    )
+    .await;
+    applied(Api::<PodDisruptionBudget>::all(client.clone()), &mut state).await;
+    applied(Api::<Ingress>::all(client.clone()), &mut state).await;
     state
 }
 
@@ -144,7 +157,15 @@ async fn a_restart_on_a_converged_pool_makes_no_writes() {
     let client = cp.client().await;
     crds::ensure_installed(&client).await;
     let dir = examples::saarland_dir();
-    for file in ["00-sites.yaml", "10-baselines.yaml", "20-tenants.yaml"] {
+    for file in [
+        "00-sites.yaml",
+        "10-baselines.yaml",
+        "20-tenants.yaml",
+        "30-services-land.yaml",
+        "31-services-hochschulen.yaml",
+        "32-services-saarbruecken.yaml",
+        "33-services-kommunen.yaml",
+    ] {
         cp.kubectl()
             .ok([
                 "apply",
@@ -154,11 +175,14 @@ async fn a_restart_on_a_converged_pool_makes_no_writes() {
             ])
             .await;
     }
-    let tenant_names: Vec<String> = examples::saarland()
-        .iter()
-        .filter(|d| d.kind() == "Tenant")
-        .map(|d| d.name().to_string())
-        .collect();
+    let names = |kind: &str| -> Vec<(Option<String>, String)> {
+        examples::saarland()
+            .iter()
+            .filter(|d| d.kind() == kind)
+            .map(|d| (d.namespace().map(str::to_string), d.name().to_string()))
+            .collect()
+    };
+    let tenant_names = names("Tenant");
 
     let mut first = OperatorProcess::start(operator_binary!(), cp.kubeconfig_path(), &[])
         .await
@@ -167,9 +191,22 @@ async fn a_restart_on_a_converged_pool_makes_no_writes() {
         .await_ready(Duration::from_secs(60))
         .await
         .expect("ready");
+    // Converged: every tenant Ready, every site and service reconciled for its generation
+    // (in this mode there are no nodes, so sites and services cannot be Ready).
     let tenants: Api<Tenant> = Api::all(client.clone());
-    for name in &tenant_names {
+    for (_, name) in &tenant_names {
         wait::ready(&tenants, name, Duration::from_secs(60)).await;
+    }
+    let service_names = names("PortalService");
+    let service_count = service_names.len();
+    let sites: Api<Site> = Api::all(client.clone());
+    for (_, name) in names("Site") {
+        wait::observed(&sites, &name, Duration::from_secs(60)).await;
+    }
+    for (namespace, name) in service_names {
+        let services: Api<PortalService> =
+            Api::namespaced(client.clone(), namespace.as_deref().expect("namespaced"));
+        wait::observed(&services, &name, Duration::from_secs(60)).await;
     }
     first.signal("TERM").await.expect("stop");
     let (status, log) = first.wait(Duration::from_secs(30)).await.expect("exits");
@@ -193,10 +230,11 @@ async fn a_restart_on_a_converged_pool_makes_no_writes() {
     let metrics_url = format!("{}/metrics", second.admin_url());
     let metrics = wait::until(
         Duration::from_secs(60),
-        "every tenant and site reconciled",
+        "every tenant, site and service reconciled",
         || {
             let url = metrics_url.clone();
             let wanted = tenant_names.len() as f64;
+            let wanted_services = service_count as f64;
             async move {
                 let text = reqwest::get(&url)
                     .await
@@ -214,10 +252,17 @@ async fn a_restart_on_a_converged_pool_makes_no_writes() {
                     "verbund_reconcile_duration_seconds_count",
                     "controller=\"site\"",
                 );
-                if tenants >= wanted && sites >= 3.0 {
+                let services = metric_sum(
+                    &text,
+                    "verbund_reconcile_duration_seconds_count",
+                    "controller=\"portalservice\"",
+                );
+                if tenants >= wanted && sites >= 3.0 && services >= wanted_services {
                     Ok(text)
                 } else {
-                    Err(format!("tenants {tenants}, sites {sites}"))
+                    Err(format!(
+                        "tenants {tenants}, sites {sites}, services {services}"
+                    ))
                 }
             }
         },

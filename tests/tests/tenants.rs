@@ -12,12 +12,15 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use verbund_operator::api::Tenant;
+use verbund_operator::api::{SecurityBaseline, Tenant};
 use verbund_operator::quantity::Amount;
 use verbund_tests::control_plane::{self, ControlPlane};
 use verbund_tests::{crds, examples, operator, unique_name, wait};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The baseline of the test tenants (the Saarland tenants keep theirs).
+const TEST_BASELINE: &str = "tenancy-tests";
 
 /// The control plane with CRDs, the Saarland baselines and a running operator.
 async fn pool() -> &'static ControlPlane {
@@ -30,6 +33,22 @@ async fn pool() -> &'static ControlPlane {
             cp.kubectl()
                 .ok(["apply", "--server-side", "-f", &file.to_string_lossy()])
                 .await;
+            // The test tenants' workloads are about tenancy, not hardening: their baseline
+            // audits (Pod Security `restricted` still applies) instead of refusing.
+            let audit = json!({
+                "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "SecurityBaseline",
+                "metadata": { "name": TEST_BASELINE },
+                "spec": {
+                    "protectionLevel": "VeryHigh",
+                    "enforcement": "Audit",
+                    "podSecurity": "Restricted",
+                    "rules": { "runAsNonRoot": true }
+                }
+            });
+            Api::<SecurityBaseline>::all(cp.client().await)
+                .patch(TEST_BASELINE, &PatchParams::apply("verbund-tests"), &Patch::Apply(&audit))
+                .await
+                .expect("test baseline accepted");
         })
         .await;
     operator::in_process(cp.kubeconfig_path()).await;
@@ -53,6 +72,7 @@ fn tenant(
             "namespaces": namespaces,
             "quota": quota,
             "deletionPolicy": policy,
+            "baseline": TEST_BASELINE,
         }
     })
 }

@@ -203,13 +203,15 @@ pub struct SecurityBaselineStatus {
     /// Namespaces bound to the baseline.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
-    /// Workloads (pods and pod templates) checked in the last audit.
+    /// Objects checked in the last audit: every Pod and pod template where it is declared
+    /// (a Deployment, not its ReplicaSets and pods), and each bound namespace when a
+    /// namespace rule is on.
     #[serde(default)]
     pub checked: i32,
-    /// Workloads that satisfied every rule.
+    /// Checked objects that satisfied every rule.
     #[serde(default)]
     pub compliant: i32,
-    /// Workloads violating at least one rule.
+    /// Checked objects violating at least one rule.
     #[serde(default)]
     pub violation_count: i32,
     /// Violations per rule, with the BSI requirements the rule implements.
@@ -218,7 +220,8 @@ pub struct SecurityBaselineStatus {
     /// The workloads with the most violations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub top_offenders: Vec<Offender>,
-    /// When the last audit finished.
+    /// When an audit last found results different from the one before (an audit that finds
+    /// nothing new writes nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_audit: Option<Time>,
     /// The generation of the spec this status describes.

@@ -4,6 +4,7 @@
 //! Each `reconcile` only sequences named stages: read (caches) -> validate (pure) -> build
 //! (pure) -> apply (server-side apply, only what changed) -> status (only if changed).
 
+pub mod baseline;
 pub mod portal_service;
 pub mod site;
 pub mod tenant;

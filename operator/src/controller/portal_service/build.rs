@@ -28,7 +28,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use crate::api::portal_service::{AppProtocol, PortalService};
-use crate::api::security_baseline::BaselineRules;
 use crate::meta::{self, MissingOwner};
 use crate::placement::{self, EligibleSite};
 
@@ -428,66 +427,158 @@ pub fn pod_spec(
     }
 }
 
-/// What the bound baseline asks of the image that Verbund cannot provide by construction:
-/// registry, digest and tag. Each entry names the rule and what is wrong.
-pub fn image_findings(image: &str, rules: &BaselineRules) -> Vec<String> {
-    let mut findings = Vec::new();
-    if !rules.allowed_registries.is_empty()
-        && !rules
-            .allowed_registries
-            .iter()
-            .any(|r| image.starts_with(&format!("{}/", r.trim_end_matches('/'))))
-    {
-        findings.push(format!(
-            "allowedRegistries: {image} is not from {}",
-            rules.allowed_registries.join(", ")
-        ));
-    }
-    let (without_digest, digest) = match image.split_once('@') {
-        Some((name, digest)) => (name, Some(digest)),
-        None => (image, None),
-    };
-    if rules.image_digest_required && digest.is_none() {
-        findings.push(format!(
-            "imageDigestRequired: {image} is not pinned by digest (@sha256:...)"
-        ));
-    }
-    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
-    let tag = last.split_once(':').map(|(_, tag)| tag);
-    if rules.latest_tag_forbidden && digest.is_none() && matches!(tag, None | Some("latest")) {
-        findings.push(format!(
-            "latestTagForbidden: {image} uses the latest tag or none"
-        ));
-    }
-    findings
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::SecurityBaseline;
+    use crate::api::security_baseline::{BaselineRules, RuleName};
+    use crate::baseline::{fixtures, rules};
+    use proptest::prelude::*;
+    use serde_json::json;
 
-    #[test]
-    fn image_rules_are_checked() {
-        let rules = BaselineRules {
-            allowed_registries: vec!["registry.saarland.de/portal".into()],
-            image_digest_required: true,
-            latest_tag_forbidden: true,
-            ..Default::default()
-        };
-        assert!(image_findings("registry.saarland.de/portal/x@sha256:abc", &rules).is_empty());
-        let findings = image_findings("docker.io/library/nginx", &rules);
-        assert_eq!(findings.len(), 3, "{findings:?}");
-        let lax = BaselineRules {
-            latest_tag_forbidden: true,
-            ..Default::default()
-        };
-        assert!(
-            image_findings("registry.saarland.de:5000/x:1.2", &lax).is_empty(),
-            "a port is not a tag"
-        );
-        assert_eq!(
-            image_findings("registry.saarland.de/x:latest", &lax).len(),
-            1
-        );
+    /// The Saarland baselines (normal, high, very high) and one with every rule on.
+    fn baselines() -> Vec<BaselineRules> {
+        let text = include_str!("../../../../examples/saarland/10-baselines.yaml");
+        let mut all: Vec<BaselineRules> = serde_yaml::Deserializer::from_str(text)
+            .map(|d| {
+                let b: SecurityBaseline = serde::Deserialize::deserialize(d).expect("baseline");
+                b.spec.rules
+            })
+            .collect();
+        all.push(fixtures::all_rules());
+        all
+    }
+
+    const IMAGES: [&str; 6] = [
+        "registry.saarland.de/portal/melderegister:2.3.1",
+        "registry.saarland.de/portal/melderegister@sha256:3f1c2a9e8b7d6c5f4e3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e",
+        "registry.saarland.de/portal/wohngeld:latest",
+        "registry.saarland.de/uds/moodle-connector:1.4",
+        "docker.io/library/nginx:1.27",
+        "nginx",
+    ];
+
+    /// Random valid PortalService specs, as a data-centre operator could write them.
+    fn service() -> impl Strategy<Value = PortalService> {
+        (
+            (0..IMAGES.len(), 1..=5i32, 0..=6i32, 1..=3usize, any::<bool>()),
+            (
+                proptest::option::of(5..=60i32),
+                prop_oneof![Just("Normal"), Just("High"), Just("VeryHigh")],
+                any::<bool>(),
+                proptest::collection::vec((0..7usize, 0..=6i32), 0..=2),
+                (0..4usize, 0..3usize),
+                any::<bool>(),
+            ),
+        )
+            .prop_map(
+                |((image, min, extra, ports, grpc), (period, level, preferred, windows, (cpu, memory), secret))| {
+                    let ports: Vec<_> = ["http", "grpc", "metrics"]
+                        .iter()
+                        .take(ports)
+                        .enumerate()
+                        .map(|(i, name)| {
+                            let protocol = if grpc && *name == "grpc" { "Grpc" } else { "Http" };
+                            json!({"name": name, "port": 8080 + i, "protocol": protocol})
+                        })
+                        .collect();
+                    let days = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+                    let windows: Vec<_> = windows
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (day, more))| {
+                            json!({"name": format!("spitze-{i}"), "days": [days[*day]], "start": "07:00",
+                                   "end": "19:00", "minReplicas": (min + more).min(min + extra)})
+                        })
+                        .collect();
+                    let mut env = vec![json!({"name": "PORTAL_REGION", "value": "saarland"})];
+                    if secret {
+                        env.push(json!({"name": "DB_PASSWORD", "secretKeyRef": {"name": "db", "key": "password"}}));
+                    }
+                    let mut spec = json!({
+                        "image": IMAGES[image],
+                        "ports": ports,
+                        "env": env,
+                        "replicas": {"min": min, "max": min + extra},
+                        "scaling": {"targetCpuUtilization": 70, "windows": windows},
+                        "resources": {"cpu": ["50m", "250m", "500m", "1"][cpu],
+                                      "memory": ["64Mi", "256Mi", "1Gi"][memory]},
+                        "protectionLevel": level,
+                        "placement": {"spread": if preferred { "Preferred" } else { "Required" }},
+                    });
+                    if let Some(period) = period {
+                        spec["probes"] = json!({"periodSeconds": period});
+                    }
+                    let mut ps: PortalService = serde_json::from_value(json!({
+                        "apiVersion": "verbund.saarland.de/v1alpha1",
+                        "kind": "PortalService",
+                        "metadata": {"name": "dienst", "namespace": "lhs-buergerdienste", "uid": "uid-1"},
+                        "spec": spec,
+                    }))
+                    .expect("a valid spec");
+                    ps.metadata.generation = Some(1);
+                    ps
+                },
+            )
+    }
+
+    /// The image rules are the only ones Verbund cannot satisfy by construction: the image is
+    /// the tenant's choice. What they say about an image is checked on its own.
+    const IMAGE_RULES: [RuleName; 3] = [
+        RuleName::AllowedRegistries,
+        RuleName::ImageDigestRequired,
+        RuleName::LatestTagForbidden,
+    ];
+
+    fn image_violations(image: &str, baseline: &BaselineRules) -> Vec<RuleName> {
+        let mut expected = Vec::new();
+        if !baseline.allowed_registries.is_empty()
+            && !rules::image_from(image, &baseline.allowed_registries)
+        {
+            expected.push(RuleName::AllowedRegistries);
+        }
+        if baseline.image_digest_required && !rules::image_pinned(image) {
+            expected.push(RuleName::ImageDigestRequired);
+        }
+        if baseline.latest_tag_forbidden && !rules::image_tagged(image) {
+            expected.push(RuleName::LatestTagForbidden);
+        }
+        expected
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Every rendered workload satisfies every rule of every baseline, apart from what its
+        /// image says; for those rules it violates exactly what the image breaks.
+        #[test]
+        fn every_rendered_workload_satisfies_its_baseline(ps in service(), sites in 1..=3usize) {
+            let eligible: Vec<EligibleSite> = ["rz-land", "rz-uds", "rz-ego"]
+                .iter()
+                .take(sites)
+                .map(|s| EligibleSite { site: s.to_string(), zone: s.to_string() })
+                .collect();
+            for baseline in baselines() {
+                let floor = super::super::scaling::floor(&ps.spec, baseline.min_replicas, jiff::Timestamp::UNIX_EPOCH);
+                let desired = build(&ps, &Inputs {
+                    tenant: "lhs-saarbruecken",
+                    eligible: &eligible,
+                    min_replicas: floor.min,
+                    max_replicas: ps.spec.replicas.max.max(floor.min),
+                    gateway_namespace: "portal-gateway",
+                }).expect("owner");
+                let deployment = desired.deployment.expect("placed");
+                let pod = deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod");
+                let workload = rules::Workload { kind: "Deployment", replicas: Some(floor.min), pod };
+                let violations = rules::violations(&baseline, &workload);
+                let (image, other): (Vec<RuleName>, Vec<RuleName>) =
+                    violations.into_iter().partition(|r| IMAGE_RULES.contains(r));
+                prop_assert_eq!(other, Vec::<RuleName>::new());
+                prop_assert_eq!(image, image_violations(&ps.spec.image, &baseline));
+                // The autoscaler never goes below the baseline's replica floor.
+                let hpa = desired.autoscaler.spec.expect("hpa");
+                prop_assert!(hpa.min_replicas.unwrap_or(1) >= baseline.min_replicas.unwrap_or(1));
+            }
+        }
     }
 }

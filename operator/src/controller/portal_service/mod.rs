@@ -291,7 +291,27 @@ async fn reconcile(ps: Arc<PortalService>, ctx: Arc<Context>) -> Result<Action, 
             gateway_namespace: &ctx.settings.gateway_namespace,
         },
     )?;
-    apply_children(&ps, desired, &ctx).await?;
+    let findings = compliance_findings(&ps, &desired, &observed, floor.min, now);
+    if let Err(error) = apply_children(&ps, desired, floor.min, &ctx).await {
+        // A workload the baseline's admission policy refuses cannot be fixed by retrying: say
+        // so and wait for a change of the service or its baseline.
+        let error = admission_refusal(error);
+        if let Error::Invalid { .. } = &error {
+            publish(&ctx, &*ps, EventType::Warning, error.reason(), error.to_string()).await;
+            let mut status = ps.status.clone().unwrap_or_default();
+            status.observed_generation = ps.metadata.generation;
+            for type_ in ["Ready", "Compliant"] {
+                set_condition(
+                    &mut status.conditions,
+                    Condition::new(type_, false, error.reason(), error.to_string()),
+                    ps.metadata.generation,
+                    now,
+                );
+            }
+            write_status(&ps, &ctx, status).await?;
+        }
+        return Err(error);
+    }
 
     let status = build_status(
         &ps,
@@ -300,7 +320,7 @@ async fn reconcile(ps: Arc<PortalService>, ctx: Arc<Context>) -> Result<Action, 
         &placement,
         &floor,
         &ceiling,
-        image_findings(&ps, &observed),
+        findings,
     );
     if placement.eligible.is_empty() && !condition_false(&ps, "Placed") {
         publish(
@@ -333,16 +353,58 @@ fn condition_false(ps: &PortalService, type_: &str) -> bool {
         .is_some_and(|c| c.status == "False")
 }
 
-fn image_findings(ps: &PortalService, observed: &Observed) -> Vec<String> {
-    observed
-        .baseline
-        .as_ref()
-        .map(|b| build::image_findings(&ps.spec.image, &b.spec.rules))
-        .unwrap_or_default()
+/// The bound baseline's rules the rendered workload would break (those Verbund cannot satisfy
+/// by construction, such as the image's registry), less the namespace's exceptions in force.
+fn compliance_findings(
+    ps: &PortalService,
+    desired: &Desired,
+    observed: &Observed,
+    replicas: i32,
+    now: jiff::Timestamp,
+) -> Vec<String> {
+    let (Some(baseline), Some(deployment)) = (observed.baseline.as_ref(), desired.deployment.as_ref()) else {
+        return Vec::new();
+    };
+    let Some(pod) = deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
+        return Vec::new();
+    };
+    let workload = crate::baseline::rules::Workload {
+        kind: "Deployment",
+        replicas: Some(replicas),
+        pod,
+    };
+    let namespace = ps.namespace().unwrap_or_default();
+    crate::baseline::rules::violations(&baseline.spec.rules, &workload)
+        .into_iter()
+        .filter(|rule| {
+            !crate::baseline::policy::exempt_namespaces(baseline, *rule, now).contains(&namespace)
+        })
+        .map(|rule| crate::baseline::rules::message(crate::baseline::rules::rule(rule)))
+        .collect()
 }
 
 /// Applies `object` if it differs from what `store` holds (or someone else changed it).
-async fn apply_if_changed<K, S>(ctx: &Context, store: &Store<S>, mut object: K) -> Result<(), Error>
+async fn apply_if_changed<K, S>(ctx: &Context, store: &Store<S>, object: K) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+    S: Resource<DynamicType = ()> + Clone + 'static,
+{
+    apply_if_changed_then(ctx, store, object, |_, _| {}).await
+}
+
+/// Like `apply_if_changed`; `finish` sets fields that do not count as a change (they are
+/// outside the hash), from what is stored.
+async fn apply_if_changed_then<K, S>(
+    ctx: &Context,
+    store: &Store<S>,
+    mut object: K,
+    finish: impl FnOnce(&mut K, Option<&S>),
+) -> Result<(), Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -357,6 +419,7 @@ where
     let stored: Option<Arc<S>> = store.get(&ObjectRef::new(&name).within(&namespace));
     let stored_meta: Option<&ObjectMeta> = stored.as_deref().map(|s| s.meta());
     if meta::needs_apply(&hash, stored_meta) {
+        finish(&mut object, stored.as_deref());
         apply(
             ctx,
             &Api::<K>::namespaced(ctx.client.clone(), &namespace),
@@ -367,7 +430,12 @@ where
     Ok(())
 }
 
-async fn apply_children(ps: &PortalService, desired: Desired, ctx: &Context) -> Result<(), Error> {
+async fn apply_children(
+    ps: &PortalService,
+    desired: Desired,
+    floor: i32,
+    ctx: &Context,
+) -> Result<(), Error> {
     let Desired {
         service_account,
         deployment,
@@ -380,7 +448,16 @@ async fn apply_children(ps: &PortalService, desired: Desired, ctx: &Context) -> 
     let stores = &ctx.stores;
     apply_if_changed::<ServiceAccount, _>(ctx, &stores.service_accounts, service_account).await?;
     if let Some(deployment) = deployment {
-        apply_if_changed::<Deployment, _>(ctx, &stores.deployments, deployment).await?;
+        // The replica count belongs to the autoscaler: Verbund sends what is stored (raised to
+        // the floor), so that a baseline's replica rule holds from the first apply on and the
+        // autoscaler's choice is never undone.
+        apply_if_changed_then(ctx, &stores.deployments, deployment, |d: &mut Deployment, stored: Option<&Deployment>| {
+            let current = stored.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas);
+            if let Some(spec) = d.spec.as_mut() {
+                spec.replicas = Some(current.unwrap_or(floor).max(floor));
+            }
+        })
+        .await?;
     }
     apply_if_changed::<Service, _>(ctx, &stores.services, service).await?;
     apply_if_changed::<HorizontalPodAutoscaler, _>(ctx, &stores.autoscalers, autoscaler).await?;
@@ -401,6 +478,22 @@ async fn apply_children(ps: &PortalService, desired: Desired, ctx: &Context) -> 
         }
     }
     Ok(())
+}
+
+/// An apply refused by a ValidatingAdmissionPolicy (a baseline) becomes `Invalid`.
+fn admission_refusal(error: Error) -> Error {
+    match error {
+        Error::Api {
+            source: kube::Error::Api(status),
+            ..
+        } if status.code == 403 && status.message.contains("ValidatingAdmissionPolicy") => {
+            Error::Invalid {
+                reason: "AdmissionRefused",
+                message: format!("the API server refused the workload: {}", status.message),
+            }
+        }
+        other => other,
+    }
 }
 
 /// The status of a service Verbund refuses to run.

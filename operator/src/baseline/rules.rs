@@ -1,0 +1,516 @@
+//! The rule catalogue: for every baseline rule, the BSI IT-Grundschutz requirements it
+//! implements, the CEL expression the API server evaluates at admission, and the Rust check
+//! the audit runs. The two are kept equivalent by tests that run both on the same workloads
+//! (`baseline::fixtures`; the CEL side against the real API server in `tests/`).
+//!
+//! CEL expressions see two variables the policy defines (`policy::VARIABLES`): `podSpec`, the
+//! pod spec of a Pod or of a workload's pod template, and `containers`, its containers and
+//! init containers.
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, SecurityContext};
+
+use crate::api::security_baseline::{BaselineRules, RuleName};
+
+/// The node label sites are spread over.
+const ZONE: &str = "topology.kubernetes.io/zone";
+
+/// Kinds the replica rules apply to: a single-replica Pod or batch Job is not "highly
+/// available" by nature.
+pub const REPLICATED_KINDS: [&str; 2] = ["Deployment", "StatefulSet"];
+
+/// What a rule looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every Pod and pod template.
+    Pod,
+    /// Deployments and StatefulSets.
+    Replicated,
+    /// The namespace as a whole (its NetworkPolicies): checked by the audit only, since
+    /// admission of a Pod cannot see other objects.
+    Namespace,
+}
+
+/// One entry of the catalogue.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    pub name: RuleName,
+    /// BSI IT-Grundschutz requirement IDs (edition 2023) the rule implements.
+    pub bsi: &'static [&'static str],
+    pub scope: Scope,
+    /// What a violation means, in a sentence an operator can act on.
+    pub violation: &'static str,
+}
+
+/// Every rule, in the order of `spec.rules`.
+pub const CATALOGUE: [Rule; 18] = [
+    Rule {
+        name: RuleName::RunAsNonRoot,
+        bsi: &["SYS.1.6.A17"],
+        scope: Scope::Pod,
+        violation: "a container may run as root: set securityContext.runAsNonRoot: true",
+    },
+    Rule {
+        name: RuleName::NoPrivilegeEscalation,
+        bsi: &["SYS.1.6.A17"],
+        scope: Scope::Pod,
+        violation: "a container may gain privileges: set securityContext.allowPrivilegeEscalation: false and do not run it privileged",
+    },
+    Rule {
+        name: RuleName::DropAllCapabilities,
+        bsi: &["SYS.1.6.A17"],
+        scope: Scope::Pod,
+        violation: "a container keeps Linux capabilities: drop ALL (only NET_BIND_SERVICE may be added back)",
+    },
+    Rule {
+        name: RuleName::ReadOnlyRootFilesystem,
+        bsi: &["SYS.1.6.A23"],
+        scope: Scope::Pod,
+        violation: "a container can write its root file system: set securityContext.readOnlyRootFilesystem: true",
+    },
+    Rule {
+        name: RuleName::SeccompRuntimeDefault,
+        bsi: &["SYS.1.6.A21"],
+        scope: Scope::Pod,
+        violation: "a container runs without the RuntimeDefault seccomp profile",
+    },
+    Rule {
+        name: RuleName::ResourceLimitsRequired,
+        bsi: &["SYS.1.6.A15"],
+        scope: Scope::Pod,
+        violation: "a container lacks CPU or memory requests or limits",
+    },
+    Rule {
+        name: RuleName::AllowedRegistries,
+        bsi: &["SYS.1.6.A6", "SYS.1.6.A12"],
+        scope: Scope::Pod,
+        violation: "an image comes from a registry the baseline does not allow",
+    },
+    Rule {
+        name: RuleName::ImageDigestRequired,
+        bsi: &["SYS.1.6.A6", "SYS.1.6.A12"],
+        scope: Scope::Pod,
+        violation: "an image is not pinned by digest (@sha256:...)",
+    },
+    Rule {
+        name: RuleName::LatestTagForbidden,
+        bsi: &["SYS.1.6.A6", "SYS.1.6.A12"],
+        scope: Scope::Pod,
+        violation: "an image uses the latest tag, or neither a tag nor a digest",
+    },
+    Rule {
+        name: RuleName::ProbesRequired,
+        bsi: &["APP.4.4.A11", "SYS.1.6.A3"],
+        scope: Scope::Pod,
+        violation: "a container lacks a readiness or liveness probe",
+    },
+    Rule {
+        name: RuleName::NoDefaultServiceAccount,
+        bsi: &["APP.4.4.A9"],
+        scope: Scope::Pod,
+        violation: "the pod runs as the namespace's default service account",
+    },
+    Rule {
+        name: RuleName::NoServiceAccountTokenAutomount,
+        bsi: &["APP.4.4.A9"],
+        scope: Scope::Pod,
+        violation: "the pod mounts a service account token: set automountServiceAccountToken: false",
+    },
+    Rule {
+        name: RuleName::NoHostNamespaces,
+        bsi: &["APP.4.4.A4"],
+        scope: Scope::Pod,
+        violation: "the pod shares the node's network, PID or IPC namespace",
+    },
+    Rule {
+        name: RuleName::NoHostPath,
+        bsi: &["SYS.1.6.A19"],
+        scope: Scope::Pod,
+        violation: "the pod mounts a directory of the node (hostPath)",
+    },
+    Rule {
+        name: RuleName::NoHostPorts,
+        bsi: &["APP.4.4.A4"],
+        scope: Scope::Pod,
+        violation: "a container binds a port of the node (hostPort)",
+    },
+    Rule {
+        name: RuleName::DefaultDenyNetwork,
+        bsi: &["APP.4.4.A7", "APP.4.4.A18"],
+        scope: Scope::Namespace,
+        violation: "the namespace has no default-deny NetworkPolicy for ingress and egress",
+    },
+    Rule {
+        name: RuleName::MinReplicas,
+        bsi: &["APP.4.4.A19", "SYS.1.6.A25"],
+        scope: Scope::Replicated,
+        violation: "the workload runs fewer replicas than the baseline's minimum",
+    },
+    Rule {
+        name: RuleName::SpreadAcrossSites,
+        bsi: &["APP.4.4.A19", "SYS.1.6.A25"],
+        scope: Scope::Replicated,
+        violation: "the workload has no topology spread constraint over topology.kubernetes.io/zone",
+    },
+];
+
+/// The catalogue entry of `name`.
+pub fn rule(name: RuleName) -> &'static Rule {
+    CATALOGUE
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or(&CATALOGUE[0])
+}
+
+/// The rule's name as written in `spec.rules` (camelCase).
+pub fn rule_key(name: RuleName) -> String {
+    serde_json::to_value(name)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// True when `rules` switches `name` on.
+pub fn enabled(name: RuleName, rules: &BaselineRules) -> bool {
+    match name {
+        RuleName::RunAsNonRoot => rules.run_as_non_root,
+        RuleName::NoPrivilegeEscalation => rules.no_privilege_escalation,
+        RuleName::DropAllCapabilities => rules.drop_all_capabilities,
+        RuleName::ReadOnlyRootFilesystem => rules.read_only_root_filesystem,
+        RuleName::SeccompRuntimeDefault => rules.seccomp_runtime_default,
+        RuleName::ResourceLimitsRequired => rules.resource_limits_required,
+        RuleName::AllowedRegistries => !rules.allowed_registries.is_empty(),
+        RuleName::ImageDigestRequired => rules.image_digest_required,
+        RuleName::LatestTagForbidden => rules.latest_tag_forbidden,
+        RuleName::ProbesRequired => rules.probes_required,
+        RuleName::NoDefaultServiceAccount => rules.no_default_service_account,
+        RuleName::NoServiceAccountTokenAutomount => rules.no_service_account_token_automount,
+        RuleName::NoHostNamespaces => rules.no_host_namespaces,
+        RuleName::NoHostPath => rules.no_host_path,
+        RuleName::NoHostPorts => rules.no_host_ports,
+        RuleName::DefaultDenyNetwork => rules.default_deny_network,
+        RuleName::MinReplicas => rules.min_replicas.is_some(),
+        RuleName::SpreadAcrossSites => rules.spread_across_sites,
+    }
+}
+
+/// The enabled rules of a baseline, in catalogue order.
+pub fn enabled_rules(rules: &BaselineRules) -> impl Iterator<Item = &'static Rule> + '_ {
+    CATALOGUE.iter().filter(|r| enabled(r.name, rules))
+}
+
+/// The message admission and audit give for a violation: rule, what is wrong, BSI IDs.
+pub fn message(rule: &Rule) -> String {
+    format!(
+        "{}: {} (BSI IT-Grundschutz {})",
+        rule_key(rule.name),
+        rule.violation,
+        rule.bsi.join(", ")
+    )
+}
+
+/// A CEL string literal (single-quoted). Parameters come from a validated schema, but they
+/// are escaped anyway: a policy must never be able to change the shape of an expression.
+pub fn cel_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            _ => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// The CEL expression that holds when a Pod or workload satisfies `name` with `rules`'
+/// parameters. `None` for rules admission cannot check (namespace scope).
+pub fn cel(name: RuleName, rules: &BaselineRules) -> Option<String> {
+    // Container security context field `f` is set (in `c`).
+    let sc = |f: &str| format!("has(c.securityContext) && has(c.securityContext.{f})");
+    let pod_sc = |f: &str| {
+        format!("has(variables.podSpec.securityContext) && has(variables.podSpec.securityContext.{f})")
+    };
+    let expression = match name {
+        RuleName::RunAsNonRoot => format!(
+            "variables.containers.all(c, ({}) ? c.securityContext.runAsNonRoot : ({} && variables.podSpec.securityContext.runAsNonRoot))",
+            sc("runAsNonRoot"),
+            pod_sc("runAsNonRoot")
+        ),
+        RuleName::NoPrivilegeEscalation => format!(
+            "variables.containers.all(c, {} && c.securityContext.allowPrivilegeEscalation == false && !({} && c.securityContext.privileged))",
+            sc("allowPrivilegeEscalation"),
+            sc("privileged")
+        ),
+        RuleName::DropAllCapabilities => format!(
+            "variables.containers.all(c, {caps} && has(c.securityContext.capabilities.drop) && 'ALL' in c.securityContext.capabilities.drop && (!has(c.securityContext.capabilities.add) || c.securityContext.capabilities.add.all(a, a == 'NET_BIND_SERVICE')))",
+            caps = sc("capabilities")
+        ),
+        RuleName::ReadOnlyRootFilesystem => format!(
+            "variables.containers.all(c, {} && c.securityContext.readOnlyRootFilesystem)",
+            sc("readOnlyRootFilesystem")
+        ),
+        RuleName::SeccompRuntimeDefault => format!(
+            "variables.containers.all(c, ({}) ? c.securityContext.seccompProfile.type == 'RuntimeDefault' : ({} && variables.podSpec.securityContext.seccompProfile.type == 'RuntimeDefault'))",
+            sc("seccompProfile"),
+            pod_sc("seccompProfile")
+        ),
+        RuleName::ResourceLimitsRequired => "variables.containers.all(c, has(c.resources) && has(c.resources.requests) && has(c.resources.limits) && ['cpu', 'memory'].all(r, r in c.resources.requests && r in c.resources.limits))".to_string(),
+        RuleName::AllowedRegistries => {
+            let registries: Vec<String> = rules
+                .allowed_registries
+                .iter()
+                .map(|r| cel_string(&format!("{}/", r.trim_end_matches('/'))))
+                .collect();
+            format!(
+                "variables.containers.all(c, [{}].exists(r, c.image.startsWith(r)))",
+                registries.join(", ")
+            )
+        }
+        RuleName::ImageDigestRequired => {
+            "variables.containers.all(c, c.image.contains('@sha256:'))".to_string()
+        }
+        RuleName::LatestTagForbidden => "variables.containers.all(c, !c.image.split('@')[0].endsWith(':latest') && (c.image.contains('@') || c.image.substring(c.image.lastIndexOf('/') + 1).contains(':')))".to_string(),
+        RuleName::ProbesRequired => "variables.podSpec.containers.all(c, has(c.readinessProbe) && has(c.livenessProbe))".to_string(),
+        RuleName::NoDefaultServiceAccount => "has(variables.podSpec.serviceAccountName) && !(variables.podSpec.serviceAccountName in ['', 'default'])".to_string(),
+        RuleName::NoServiceAccountTokenAutomount => "has(variables.podSpec.automountServiceAccountToken) && variables.podSpec.automountServiceAccountToken == false".to_string(),
+        RuleName::NoHostNamespaces => "!(has(variables.podSpec.hostNetwork) && variables.podSpec.hostNetwork) && !(has(variables.podSpec.hostPID) && variables.podSpec.hostPID) && !(has(variables.podSpec.hostIPC) && variables.podSpec.hostIPC)".to_string(),
+        RuleName::NoHostPath => "!has(variables.podSpec.volumes) || variables.podSpec.volumes.all(v, !has(v.hostPath))".to_string(),
+        RuleName::NoHostPorts => "variables.containers.all(c, !has(c.ports) || c.ports.all(p, !has(p.hostPort) || p.hostPort == 0))".to_string(),
+        RuleName::DefaultDenyNetwork => return None,
+        RuleName::MinReplicas => format!(
+            "!(object.kind in ['Deployment', 'StatefulSet']) || (has(object.spec.replicas) ? object.spec.replicas : 1) >= {}",
+            rules.min_replicas.unwrap_or(1)
+        ),
+        RuleName::SpreadAcrossSites => format!(
+            "!(object.kind in ['Deployment', 'StatefulSet']) || (has(variables.podSpec.topologySpreadConstraints) && variables.podSpec.topologySpreadConstraints.exists(t, t.topologyKey == {}))",
+            cel_string(ZONE)
+        ),
+    };
+    Some(expression)
+}
+
+/// A Pod or a workload with a pod template, as the audit sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload<'a> {
+    /// Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob.
+    pub kind: &'a str,
+    /// `spec.replicas` of a Deployment or StatefulSet as stored (the API server defaults it).
+    pub replicas: Option<i32>,
+    pub pod: &'a PodSpec,
+}
+
+fn all_containers(pod: &PodSpec) -> impl Iterator<Item = &Container> {
+    pod.containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten())
+}
+
+fn security(c: &Container) -> Option<&SecurityContext> {
+    c.security_context.as_ref()
+}
+
+/// Is `image` from one of `registries` (prefix up to a `/`)?
+pub fn image_from(image: &str, registries: &[String]) -> bool {
+    registries
+        .iter()
+        .any(|r| image.starts_with(&format!("{}/", r.trim_end_matches('/'))))
+}
+
+/// Is `image` pinned by a sha256 digest?
+pub fn image_pinned(image: &str) -> bool {
+    image.contains("@sha256:")
+}
+
+/// Does `image` avoid the `latest` tag, and name a tag or a digest?
+pub fn image_tagged(image: &str) -> bool {
+    let name = image.split('@').next().unwrap_or(image);
+    if name.ends_with(":latest") {
+        return false;
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    image.contains('@') || last.contains(':')
+}
+
+/// True when `workload` satisfies `name` with `rules`' parameters (the Rust twin of `cel`).
+/// Namespace-scope rules are not about a workload: they hold here.
+pub fn satisfied(name: RuleName, rules: &BaselineRules, workload: &Workload<'_>) -> bool {
+    let pod = workload.pod;
+    let pod_sc = pod.security_context.as_ref();
+    let replicated = REPLICATED_KINDS.contains(&workload.kind);
+    match name {
+        RuleName::RunAsNonRoot => all_containers(pod).all(|c| {
+            match security(c).and_then(|s| s.run_as_non_root) {
+                Some(set) => set,
+                None => pod_sc.and_then(|s| s.run_as_non_root).unwrap_or(false),
+            }
+        }),
+        RuleName::NoPrivilegeEscalation => all_containers(pod).all(|c| {
+            security(c).and_then(|s| s.allow_privilege_escalation) == Some(false)
+                && security(c).and_then(|s| s.privileged) != Some(true)
+        }),
+        RuleName::DropAllCapabilities => all_containers(pod).all(|c| {
+            security(c)
+                .and_then(|s| s.capabilities.as_ref())
+                .is_some_and(|caps| {
+                    caps.drop.as_ref().is_some_and(|d| d.iter().any(|d| d == "ALL"))
+                        && caps
+                            .add
+                            .iter()
+                            .flatten()
+                            .all(|a| a == "NET_BIND_SERVICE")
+                })
+        }),
+        RuleName::ReadOnlyRootFilesystem => all_containers(pod)
+            .all(|c| security(c).and_then(|s| s.read_only_root_filesystem) == Some(true)),
+        RuleName::SeccompRuntimeDefault => all_containers(pod).all(|c| {
+            let profile = security(c)
+                .and_then(|s| s.seccomp_profile.as_ref())
+                .or_else(|| pod_sc.and_then(|s| s.seccomp_profile.as_ref()));
+            profile.is_some_and(|p| p.type_ == "RuntimeDefault")
+        }),
+        RuleName::ResourceLimitsRequired => all_containers(pod).all(|c| {
+            let resources = c.resources.as_ref();
+            let has = |m: Option<&std::collections::BTreeMap<String, _>>| {
+                m.is_some_and(|m| m.contains_key("cpu") && m.contains_key("memory"))
+            };
+            has(resources.and_then(|r| r.requests.as_ref()))
+                && has(resources.and_then(|r| r.limits.as_ref()))
+        }),
+        RuleName::AllowedRegistries => all_containers(pod).all(|c| {
+            image_from(
+                c.image.as_deref().unwrap_or_default(),
+                &rules.allowed_registries,
+            )
+        }),
+        RuleName::ImageDigestRequired => {
+            all_containers(pod).all(|c| image_pinned(c.image.as_deref().unwrap_or_default()))
+        }
+        RuleName::LatestTagForbidden => {
+            all_containers(pod).all(|c| image_tagged(c.image.as_deref().unwrap_or_default()))
+        }
+        RuleName::ProbesRequired => pod
+            .containers
+            .iter()
+            .all(|c| c.readiness_probe.is_some() && c.liveness_probe.is_some()),
+        RuleName::NoDefaultServiceAccount => pod
+            .service_account_name
+            .as_deref()
+            .is_some_and(|n| !n.is_empty() && n != "default"),
+        RuleName::NoServiceAccountTokenAutomount => {
+            pod.automount_service_account_token == Some(false)
+        }
+        RuleName::NoHostNamespaces => {
+            pod.host_network != Some(true) && pod.host_pid != Some(true) && pod.host_ipc != Some(true)
+        }
+        RuleName::NoHostPath => pod.volumes.iter().flatten().all(|v| v.host_path.is_none()),
+        RuleName::NoHostPorts => all_containers(pod).all(|c| {
+            c.ports
+                .iter()
+                .flatten()
+                .all(|p| p.host_port.unwrap_or(0) == 0)
+        }),
+        RuleName::DefaultDenyNetwork => true,
+        RuleName::MinReplicas => {
+            !replicated || workload.replicas.unwrap_or(1) >= rules.min_replicas.unwrap_or(1)
+        }
+        RuleName::SpreadAcrossSites => {
+            !replicated
+                || pod
+                    .topology_spread_constraints
+                    .iter()
+                    .flatten()
+                    .any(|t| t.topology_key == ZONE)
+        }
+    }
+}
+
+/// The enabled workload rules `workload` violates, in catalogue order.
+pub fn violations(rules: &BaselineRules, workload: &Workload<'_>) -> Vec<RuleName> {
+    enabled_rules(rules)
+        .filter(|r| r.scope != Scope::Namespace)
+        .filter(|r| !satisfied(r.name, rules, workload))
+        .map(|r| r.name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseline::fixtures;
+
+    #[test]
+    fn every_rule_is_in_the_catalogue_once_with_bsi_ids() {
+        for (i, rule) in CATALOGUE.iter().enumerate() {
+            assert!(!rule.bsi.is_empty(), "{:?} has no BSI ID", rule.name);
+            assert!(
+                CATALOGUE[i + 1..].iter().all(|r| r.name != rule.name),
+                "{:?} twice",
+                rule.name
+            );
+            assert!(
+                rule.bsi
+                    .iter()
+                    .all(|id| id.starts_with("SYS.1.6.A") || id.starts_with("APP.4.4.A"))
+            );
+        }
+    }
+
+    #[test]
+    fn every_pod_rule_has_a_cel_expression_and_namespace_rules_do_not() {
+        let rules = fixtures::all_rules();
+        for rule in &CATALOGUE {
+            assert_eq!(
+                cel(rule.name, &rules).is_some(),
+                rule.scope != Scope::Namespace,
+                "{:?}",
+                rule.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_compliant_fixtures_satisfy_every_rule() {
+        let rules = fixtures::all_rules();
+        for fixture in fixtures::compliant() {
+            let workload = fixture.workload();
+            assert_eq!(
+                violations(&rules, &workload.as_workload()),
+                Vec::<RuleName>::new(),
+                "{}",
+                fixture.name
+            );
+        }
+    }
+
+    #[test]
+    fn each_violating_fixture_breaks_exactly_its_rule() {
+        let rules = fixtures::all_rules();
+        for fixture in fixtures::violating() {
+            let workload = fixture.workload();
+            assert_eq!(
+                violations(&rules, &workload.as_workload()),
+                fixture.expected.clone(),
+                "{}",
+                fixture.name
+            );
+        }
+    }
+
+    #[test]
+    fn image_references_are_read_like_a_container_runtime() {
+        assert!(image_tagged("registry.saarland.de:5000/x:1.2"));
+        assert!(!image_tagged("registry.saarland.de:5000/x"), "a port is not a tag");
+        assert!(!image_tagged("registry.saarland.de/x:latest"));
+        assert!(image_tagged("registry.saarland.de/x@sha256:abc"));
+        assert!(!image_tagged("registry.saarland.de/x:latest@sha256:abc"));
+        assert!(image_from("registry.saarland.de/portal/x:1", &["registry.saarland.de/portal/".into()]));
+        assert!(!image_from("registry.saarland.de.evil.example/x:1", &["registry.saarland.de".into()]));
+    }
+
+    #[test]
+    fn parameters_cannot_break_out_of_a_cel_string() {
+        assert_eq!(cel_string(r"a'b\c"), r"'a\'b\\c'");
+    }
+}

@@ -1,0 +1,78 @@
+//! Posting objects the way kubectl does and reading what admission said: the status code,
+//! the refusal message and the `Warning` headers (kube's typed API does not surface those).
+
+use http::Request;
+use http_body_util::BodyExt;
+use kube::Client;
+use serde_json::Value;
+use verbund_operator::baseline::workload::KINDS;
+
+/// What the API server answered to a create.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    /// The refusal message (empty when admitted).
+    pub message: String,
+    /// Admission warnings, one per `Warning` header.
+    pub warnings: Vec<String>,
+}
+
+impl Answer {
+    pub fn admitted(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// The collection URL of `object`'s kind in `namespace`.
+fn collection(namespace: &str, object: &Value) -> String {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let (group, version, _, plural) = KINDS
+        .iter()
+        .find(|(_, _, k, _)| *k == kind)
+        .unwrap_or_else(|| panic!("{kind} is not a kind baselines cover"));
+    if group.is_empty() {
+        format!("/api/{version}/namespaces/{namespace}/{plural}")
+    } else {
+        format!("/apis/{group}/{version}/namespaces/{namespace}/{plural}")
+    }
+}
+
+/// Creates `object` in `namespace` (server-side dry run when `dry_run`), as `client`.
+pub async fn create(client: &Client, namespace: &str, object: &Value, dry_run: bool) -> Answer {
+    let mut url = collection(namespace, object);
+    if dry_run {
+        url.push_str("?dryRun=All");
+    }
+    let request = Request::post(url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(object).expect("json"))
+        .expect("request");
+    let response = client.send(request).await.expect("the API server answers");
+    let status = response.status().as_u16();
+    let warnings = response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("response body")
+        .to_bytes();
+    let message = if (200..300).contains(&status) {
+        String::new()
+    } else {
+        serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned())
+    };
+    Answer {
+        status,
+        message,
+        warnings,
+    }
+}
