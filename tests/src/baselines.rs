@@ -28,6 +28,15 @@ pub struct Bound {
     pub root: Client,
 }
 
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("baseline", &self.baseline)
+            .field("ns", &self.ns.name())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Bound {
     /// The client that creates `kind` (tenant admins do not run DaemonSets).
     pub fn client_for(&self, kind: &str) -> &Client {

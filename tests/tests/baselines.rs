@@ -76,6 +76,75 @@ async fn enforce_refuses_every_rule_with_its_bsi_ids_and_admits_compliant_worklo
         assert!(answer.admitted(), "{} refused: {answer:?}", fixture.name);
         assert!(answer.warnings.is_empty(), "{}: {:?}", fixture.name, answer.warnings);
     }
+
+    // A debug container added to a running pod obeys the privilege and image rules too.
+    let pod = fixtures::compliant()[0].object.clone();
+    let created = admission::create(&b.admin, b.ns.name(), &pod, false).await;
+    assert!(created.admitted(), "{created:?}");
+    let pods: Api<Pod> = Api::namespaced(b.root.clone(), b.ns.name());
+    let debug = json!({"spec": {"ephemeralContainers": [{
+        "name": "debugger", "image": "docker.io/library/busybox:1.37",
+        "securityContext": {"privileged": true, "runAsUser": 0}
+    }]}});
+    let refused = pods
+        .patch_subresource(
+            "ephemeralcontainers",
+            pod["metadata"]["name"].as_str().expect("name"),
+            &PatchParams::default(),
+            &Patch::Strategic(debug),
+        )
+        .await
+        .expect_err("a privileged debug container from a foreign registry is refused");
+    assert!(
+        refused.to_string().contains(&policy),
+        "refused by the baseline: {refused}"
+    );
+}
+
+#[tokio::test]
+async fn tightening_a_baseline_does_not_jam_what_already_runs() {
+    let cp = pool().await;
+    let b = bound(cp, "Audit", |_| json!([])).await;
+    let old = fixtures::breaking(RuleName::ProbesRequired, "Deployment").object;
+    let name = old["metadata"]["name"].as_str().expect("name").to_string();
+    let created = admission::create(&b.admin, b.ns.name(), &old, false).await;
+    assert!(created.admitted(), "{created:?}");
+
+    Api::<SecurityBaseline>::all(b.root.clone())
+        .patch(
+            &b.baseline,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"enforcement": "Enforce"}})),
+        )
+        .await
+        .expect("baseline tightened");
+    await_policy(&b, |a| a.status == 403).await;
+
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(b.admin.clone(), b.ns.name());
+    // Labels, scaling and the like leave the pod template alone: still admitted.
+    deployments
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"verfahren": "alt"}}})),
+        )
+        .await
+        .expect("a label change on an existing workload is admitted");
+    // A new template that still breaks the rule is not.
+    let new_image = old["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .expect("image")
+        .replace(":1.0@", ":1.1@");
+    let refused = deployments
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": new_image}]}}}})),
+        )
+        .await
+        .expect_err("a changed template is judged again");
+    assert!(refused.to_string().contains(": probesRequired: "), "{refused}");
 }
 
 /// Objects with several violations at once and the corners of each rule, for the
@@ -99,7 +168,10 @@ fn corner_cases() -> Vec<Value> {
     init["name"] = json!("migrate");
     init["image"] = json!("docker.io/library/busybox:latest");
     init["securityContext"] = json!({"privileged": true, "allowPrivilegeEscalation": true});
-    init.as_object_mut().expect("container").remove("livenessProbe");
+    // Plain init containers may not have probes at all.
+    let fields = init.as_object_mut().expect("container");
+    fields.remove("livenessProbe");
+    fields.remove("readinessProbe");
     v["spec"]["template"]["spec"]["initContainers"] = json!([init]);
     cases.push(v);
     let mut v = base();

@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
@@ -14,7 +17,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::{Api, ListParams};
 use kube::{Client, Resource, ResourceExt};
-use verbund_operator::api::{PortalService, Site, Tenant};
+use verbund_operator::api::{PortalService, SecurityBaseline, Site, Tenant};
 use verbund_tests::operator::OperatorProcess;
 use verbund_tests::{control_plane, crds, examples, operator_binary, wait};
 
@@ -29,7 +32,7 @@ const VERBUND_KINDS: [&str; 4] = [
 /// The kinds Verbund renders. The controller-manager writes some of their subresources
 /// (quota usage, Deployment status and scale, autoscaler and budget status): those are not
 /// Verbund's writes, so only writes to the objects themselves count.
-const CHILD_KINDS: [&str; 12] = [
+const CHILD_KINDS: [&str; 14] = [
     "namespaces",
     "resourcequotas",
     "limitranges",
@@ -42,6 +45,8 @@ const CHILD_KINDS: [&str; 12] = [
     "horizontalpodautoscalers",
     "poddisruptionbudgets",
     "ingresses",
+    "validatingadmissionpolicies",
+    "validatingadmissionpolicybindings",
 ];
 
 /// Write requests the API server has served for the kinds Verbund writes, by resource and
@@ -124,6 +129,7 @@ async fn managed_state(client: &Client) -> BTreeMap<String, String> {
     versions(Api::<Tenant>::all(client.clone()), &mut state).await;
     versions(Api::<Site>::all(client.clone()), &mut state).await;
     versions(Api::<PortalService>::all(client.clone()), &mut state).await;
+    versions(Api::<SecurityBaseline>::all(client.clone()), &mut state).await;
     applied(Api::<Namespace>::all(client.clone()), &mut state).await;
     applied(Api::<ResourceQuota>::all(client.clone()), &mut state).await;
     applied(Api::<LimitRange>::all(client.clone()), &mut state).await;
@@ -140,6 +146,16 @@ async fn managed_state(client: &Client) -> BTreeMap<String, String> {
     .await;
     applied(Api::<PodDisruptionBudget>::all(client.clone()), &mut state).await;
     applied(Api::<Ingress>::all(client.clone()), &mut state).await;
+    applied(
+        Api::<ValidatingAdmissionPolicy>::all(client.clone()),
+        &mut state,
+    )
+    .await;
+    applied(
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone()),
+        &mut state,
+    )
+    .await;
     state
 }
 
@@ -199,6 +215,10 @@ async fn a_restart_on_a_converged_pool_makes_no_writes() {
     }
     let service_names = names("PortalService");
     let service_count = service_names.len();
+    let baselines: Api<SecurityBaseline> = Api::all(client.clone());
+    for (_, name) in names("SecurityBaseline") {
+        wait::ready(&baselines, &name, Duration::from_secs(60)).await;
+    }
     let sites: Api<Site> = Api::all(client.clone());
     for (_, name) in names("Site") {
         wait::observed(&sites, &name, Duration::from_secs(60)).await;
@@ -252,16 +272,21 @@ async fn a_restart_on_a_converged_pool_makes_no_writes() {
                     "verbund_reconcile_duration_seconds_count",
                     "controller=\"site\"",
                 );
+                let baselines = metric_sum(
+                    &text,
+                    "verbund_reconcile_duration_seconds_count",
+                    "controller=\"baseline\"",
+                );
                 let services = metric_sum(
                     &text,
                     "verbund_reconcile_duration_seconds_count",
                     "controller=\"portalservice\"",
                 );
-                if tenants >= wanted && sites >= 3.0 && services >= wanted_services {
+                if tenants >= wanted && sites >= 3.0 && services >= wanted_services && baselines >= 3.0 {
                     Ok(text)
                 } else {
                     Err(format!(
-                        "tenants {tenants}, sites {sites}, services {services}"
+                        "tenants {tenants}, sites {sites}, services {services}, baselines {baselines}"
                     ))
                 }
             }

@@ -23,7 +23,7 @@ use crate::meta::{self, BASELINE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MissingOwn
 
 /// The variables every rule expression may use. `dyn()` keeps the per-kind paths from being
 /// type-checked against kinds they do not belong to.
-pub const VARIABLES: [(&str, &str); 2] = [
+pub const VARIABLES: [(&str, &str); 6] = [
     (
         "podSpec",
         "object.kind == 'Pod' ? dyn(object).spec : (object.kind == 'CronJob' ? dyn(object).spec.jobTemplate.spec.template.spec : dyn(object).spec.template.spec)",
@@ -31,6 +31,24 @@ pub const VARIABLES: [(&str, &str); 2] = [
     (
         "containers",
         "variables.podSpec.containers + (has(variables.podSpec.initContainers) ? variables.podSpec.initContainers : [])",
+    ),
+    (
+        "secured",
+        "variables.containers + (has(variables.podSpec.ephemeralContainers) ? variables.podSpec.ephemeralContainers : [])",
+    ),
+    (
+        "oldPodSpec",
+        "request.operation != 'UPDATE' ? null : (object.kind == 'Pod' ? dyn(oldObject).spec : (object.kind == 'CronJob' ? dyn(oldObject).spec.jobTemplate.spec.template.spec : dyn(oldObject).spec.template.spec))",
+    ),
+    // An update that leaves the pod spec as it is (labels, finalizers, a ReplicaSet scaled
+    // by its Deployment) is not judged again: tightening a baseline must not jam what runs.
+    (
+        "podSpecUnchanged",
+        "request.operation == 'UPDATE' && variables.oldPodSpec == variables.podSpec",
+    ),
+    (
+        "specUnchanged",
+        "request.operation == 'UPDATE' && dyn(oldObject).spec == dyn(object).spec",
     ),
 ];
 
@@ -89,8 +107,14 @@ fn metadata(baseline: &SecurityBaseline) -> Result<ObjectMeta, MissingOwner> {
     })
 }
 
-/// The validation of one rule, with the exempt namespaces in front.
+/// The validation of one rule: unchanged specs and exempt namespaces pass, the rest must
+/// satisfy the rule's expression.
 fn validation(rule: &rules::Rule, expression: String, exempt: &[String]) -> Validation {
+    let unchanged = match rule.scope {
+        Scope::Replicated => "variables.specUnchanged",
+        _ => "variables.podSpecUnchanged",
+    };
+    let expression = format!("{unchanged} || ({expression})");
     let expression = if exempt.is_empty() {
         expression
     } else {
@@ -120,6 +144,11 @@ pub fn compile(baseline: &SecurityBaseline, now: Timestamp) -> Result<Compiled, 
     for (group, _, _, plural) in KINDS {
         groups.entry(group).or_default().push(plural.to_string());
     }
+    // Debug containers are added through their own subresource; they obey the rules too.
+    groups
+        .entry("")
+        .or_default()
+        .push("pods/ephemeralcontainers".to_string());
     let resource_rules = groups
         .into_iter()
         .map(|(group, resources)| NamedRuleWithOperations {
@@ -161,7 +190,7 @@ pub fn compile(baseline: &SecurityBaseline, now: Timestamp) -> Result<Compiled, 
     };
     let binding = ValidatingAdmissionPolicyBinding {
         metadata: metadata(baseline)?,
-        spec: Some(ValidatingAdmissionPolicyBindingSpec {
+        spec: ValidatingAdmissionPolicyBindingSpec {
             policy_name: policy_name(&name),
             validation_actions: vec![action.into()],
             match_resources: Some(MatchResources {
@@ -172,7 +201,7 @@ pub fn compile(baseline: &SecurityBaseline, now: Timestamp) -> Result<Compiled, 
                 ..Default::default()
             }),
             param_ref: None,
-        }),
+        },
     };
     Ok(Compiled { policy, binding })
 }
@@ -212,9 +241,11 @@ mod tests {
         assert_eq!(validations.len(), 17);
         assert!(validations.iter().all(|v| {
             let m = v.message.as_deref().unwrap_or_default();
-            m.contains("BSI IT-Grundschutz") && !v.expression.contains("request.namespace")
+            m.contains("BSI IT-Grundschutz")
+                && !v.expression.contains("request.namespace")
+                && v.expression.contains("Unchanged || (")
         }));
-        let binding = compiled.binding.spec.expect("binding");
+        let binding = compiled.binding.spec;
         assert_eq!(binding.validation_actions, vec!["Warn".to_string()]);
         assert_eq!(binding.policy_name, "verbund-grundschutz-test");
     }
@@ -235,7 +266,7 @@ mod tests {
                 .expect("probes rule")
                 .expression
         };
-        assert!(probes(&before).starts_with("request.namespace in ['igb-buergerdienste'] || ("));
+        assert!(probes(&before).starts_with("request.namespace in ['igb-buergerdienste'] || (variables.podSpecUnchanged || ("));
         assert_eq!(next_expiry(&b, at(999)), Some(at(1000)));
         let after = compile(&b, at(1000)).expect("owner");
         assert!(!probes(&after).contains("request.namespace"));

@@ -3,9 +3,10 @@
 //! the audit runs. The two are kept equivalent by tests that run both on the same workloads
 //! (`baseline::fixtures`; the CEL side against the real API server in `tests/`).
 //!
-//! CEL expressions see two variables the policy defines (`policy::VARIABLES`): `podSpec`, the
-//! pod spec of a Pod or of a workload's pod template, and `containers`, its containers and
-//! init containers.
+//! CEL expressions see variables the policy defines (`policy::VARIABLES`): `podSpec`, the pod
+//! spec of a Pod or of a workload's pod template; `containers`, its containers and init
+//! containers; `secured`, those and the ephemeral (debug) containers, for the rules about
+//! privileges and images, which a debug container must obey too.
 
 use k8s_openapi::api::core::v1::{Container, PodSpec, SecurityContext};
 
@@ -234,25 +235,25 @@ pub fn cel(name: RuleName, rules: &BaselineRules) -> Option<String> {
     };
     let expression = match name {
         RuleName::RunAsNonRoot => format!(
-            "variables.containers.all(c, ({}) ? c.securityContext.runAsNonRoot : ({} && variables.podSpec.securityContext.runAsNonRoot))",
+            "variables.secured.all(c, ({}) ? c.securityContext.runAsNonRoot : ({} && variables.podSpec.securityContext.runAsNonRoot))",
             sc("runAsNonRoot"),
             pod_sc("runAsNonRoot")
         ),
         RuleName::NoPrivilegeEscalation => format!(
-            "variables.containers.all(c, {} && c.securityContext.allowPrivilegeEscalation == false && !({} && c.securityContext.privileged))",
+            "variables.secured.all(c, {} && c.securityContext.allowPrivilegeEscalation == false && !({} && c.securityContext.privileged))",
             sc("allowPrivilegeEscalation"),
             sc("privileged")
         ),
         RuleName::DropAllCapabilities => format!(
-            "variables.containers.all(c, {caps} && has(c.securityContext.capabilities.drop) && 'ALL' in c.securityContext.capabilities.drop && (!has(c.securityContext.capabilities.add) || c.securityContext.capabilities.add.all(a, a == 'NET_BIND_SERVICE')))",
+            "variables.secured.all(c, {caps} && has(c.securityContext.capabilities.drop) && 'ALL' in c.securityContext.capabilities.drop && (!has(c.securityContext.capabilities.add) || c.securityContext.capabilities.add.all(a, a == 'NET_BIND_SERVICE')))",
             caps = sc("capabilities")
         ),
         RuleName::ReadOnlyRootFilesystem => format!(
-            "variables.containers.all(c, {} && c.securityContext.readOnlyRootFilesystem)",
+            "variables.secured.all(c, {} && c.securityContext.readOnlyRootFilesystem)",
             sc("readOnlyRootFilesystem")
         ),
         RuleName::SeccompRuntimeDefault => format!(
-            "variables.containers.all(c, ({}) ? c.securityContext.seccompProfile.type == 'RuntimeDefault' : ({} && variables.podSpec.securityContext.seccompProfile.type == 'RuntimeDefault'))",
+            "variables.secured.all(c, ({}) ? c.securityContext.seccompProfile.type == 'RuntimeDefault' : ({} && variables.podSpec.securityContext.seccompProfile.type == 'RuntimeDefault'))",
             sc("seccompProfile"),
             pod_sc("seccompProfile")
         ),
@@ -264,14 +265,14 @@ pub fn cel(name: RuleName, rules: &BaselineRules) -> Option<String> {
                 .map(|r| cel_string(&format!("{}/", r.trim_end_matches('/'))))
                 .collect();
             format!(
-                "variables.containers.all(c, [{}].exists(r, c.image.startsWith(r)))",
+                "variables.secured.all(c, [{}].exists(r, c.image.startsWith(r)))",
                 registries.join(", ")
             )
         }
         RuleName::ImageDigestRequired => {
-            "variables.containers.all(c, c.image.contains('@sha256:'))".to_string()
+            "variables.secured.all(c, c.image.contains('@sha256:'))".to_string()
         }
-        RuleName::LatestTagForbidden => "variables.containers.all(c, !c.image.split('@')[0].endsWith(':latest') && (c.image.contains('@') || c.image.substring(c.image.lastIndexOf('/') + 1).contains(':')))".to_string(),
+        RuleName::LatestTagForbidden => "variables.secured.all(c, !c.image.split('@')[0].endsWith(':latest') && (c.image.contains('@') || c.image.substring(c.image.lastIndexOf('/') + 1).contains(':')))".to_string(),
         RuleName::ProbesRequired => "variables.podSpec.containers.all(c, has(c.readinessProbe) && has(c.livenessProbe))".to_string(),
         RuleName::NoDefaultServiceAccount => "has(variables.podSpec.serviceAccountName) && !(variables.podSpec.serviceAccountName in ['', 'default'])".to_string(),
         RuleName::NoServiceAccountTokenAutomount => "has(variables.podSpec.automountServiceAccountToken) && variables.podSpec.automountServiceAccountToken == false".to_string(),
@@ -280,7 +281,7 @@ pub fn cel(name: RuleName, rules: &BaselineRules) -> Option<String> {
         RuleName::NoHostPorts => "variables.containers.all(c, !has(c.ports) || c.ports.all(p, !has(p.hostPort) || p.hostPort == 0))".to_string(),
         RuleName::DefaultDenyNetwork => return None,
         RuleName::MinReplicas => format!(
-            "!(object.kind in ['Deployment', 'StatefulSet']) || (has(object.spec.replicas) ? object.spec.replicas : 1) >= {}",
+            "!(object.kind in ['Deployment', 'StatefulSet']) || (has(dyn(object).spec.replicas) ? dyn(object).spec.replicas : 1) >= {}",
             rules.min_replicas.unwrap_or(1)
         ),
         RuleName::SpreadAcrossSites => format!(
@@ -307,8 +308,24 @@ fn all_containers(pod: &PodSpec) -> impl Iterator<Item = &Container> {
         .chain(pod.init_containers.iter().flatten())
 }
 
-fn security(c: &Container) -> Option<&SecurityContext> {
-    c.security_context.as_ref()
+/// A container as the privilege and image rules see it: its security context and image.
+#[derive(Debug, Clone, Copy)]
+struct Secured<'a> {
+    security: Option<&'a SecurityContext>,
+    image: &'a str,
+}
+
+/// Containers, init containers and ephemeral (debug) containers.
+fn secured(pod: &PodSpec) -> impl Iterator<Item = Secured<'_>> {
+    all_containers(pod)
+        .map(|c| Secured {
+            security: c.security_context.as_ref(),
+            image: c.image.as_deref().unwrap_or_default(),
+        })
+        .chain(pod.ephemeral_containers.iter().flatten().map(|c| Secured {
+            security: c.security_context.as_ref(),
+            image: c.image.as_deref().unwrap_or_default(),
+        }))
 }
 
 /// Is `image` from one of `registries` (prefix up to a `/`)?
@@ -340,18 +357,18 @@ pub fn satisfied(name: RuleName, rules: &BaselineRules, workload: &Workload<'_>)
     let pod_sc = pod.security_context.as_ref();
     let replicated = REPLICATED_KINDS.contains(&workload.kind);
     match name {
-        RuleName::RunAsNonRoot => all_containers(pod).all(|c| {
-            match security(c).and_then(|s| s.run_as_non_root) {
+        RuleName::RunAsNonRoot => secured(pod).all(|c| {
+            match c.security.and_then(|s| s.run_as_non_root) {
                 Some(set) => set,
                 None => pod_sc.and_then(|s| s.run_as_non_root).unwrap_or(false),
             }
         }),
-        RuleName::NoPrivilegeEscalation => all_containers(pod).all(|c| {
-            security(c).and_then(|s| s.allow_privilege_escalation) == Some(false)
-                && security(c).and_then(|s| s.privileged) != Some(true)
+        RuleName::NoPrivilegeEscalation => secured(pod).all(|c| {
+            c.security.and_then(|s| s.allow_privilege_escalation) == Some(false)
+                && c.security.and_then(|s| s.privileged) != Some(true)
         }),
-        RuleName::DropAllCapabilities => all_containers(pod).all(|c| {
-            security(c)
+        RuleName::DropAllCapabilities => secured(pod).all(|c| {
+            c.security
                 .and_then(|s| s.capabilities.as_ref())
                 .is_some_and(|caps| {
                     caps.drop.as_ref().is_some_and(|d| d.iter().any(|d| d == "ALL"))
@@ -362,10 +379,11 @@ pub fn satisfied(name: RuleName, rules: &BaselineRules, workload: &Workload<'_>)
                             .all(|a| a == "NET_BIND_SERVICE")
                 })
         }),
-        RuleName::ReadOnlyRootFilesystem => all_containers(pod)
-            .all(|c| security(c).and_then(|s| s.read_only_root_filesystem) == Some(true)),
-        RuleName::SeccompRuntimeDefault => all_containers(pod).all(|c| {
-            let profile = security(c)
+        RuleName::ReadOnlyRootFilesystem => secured(pod)
+            .all(|c| c.security.and_then(|s| s.read_only_root_filesystem) == Some(true)),
+        RuleName::SeccompRuntimeDefault => secured(pod).all(|c| {
+            let profile = c
+                .security
                 .and_then(|s| s.seccomp_profile.as_ref())
                 .or_else(|| pod_sc.and_then(|s| s.seccomp_profile.as_ref()));
             profile.is_some_and(|p| p.type_ == "RuntimeDefault")
@@ -378,18 +396,11 @@ pub fn satisfied(name: RuleName, rules: &BaselineRules, workload: &Workload<'_>)
             has(resources.and_then(|r| r.requests.as_ref()))
                 && has(resources.and_then(|r| r.limits.as_ref()))
         }),
-        RuleName::AllowedRegistries => all_containers(pod).all(|c| {
-            image_from(
-                c.image.as_deref().unwrap_or_default(),
-                &rules.allowed_registries,
-            )
-        }),
-        RuleName::ImageDigestRequired => {
-            all_containers(pod).all(|c| image_pinned(c.image.as_deref().unwrap_or_default()))
+        RuleName::AllowedRegistries => {
+            secured(pod).all(|c| image_from(c.image, &rules.allowed_registries))
         }
-        RuleName::LatestTagForbidden => {
-            all_containers(pod).all(|c| image_tagged(c.image.as_deref().unwrap_or_default()))
-        }
+        RuleName::ImageDigestRequired => secured(pod).all(|c| image_pinned(c.image)),
+        RuleName::LatestTagForbidden => secured(pod).all(|c| image_tagged(c.image)),
         RuleName::ProbesRequired => pod
             .containers
             .iter()

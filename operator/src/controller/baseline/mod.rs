@@ -82,16 +82,17 @@ pub fn run(
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + use<> {
     let client = ctx.client.clone();
-    let ns = ctx.stores.namespaces.clone();
-    let mapper = move |namespace: Option<String>| baseline_of(&ns, namespace);
-    let (m1, m2, m3, m4, m5, m6, m7) = (
-        mapper.clone(),
-        mapper.clone(),
-        mapper.clone(),
-        mapper.clone(),
-        mapper.clone(),
-        mapper.clone(),
-        mapper,
+    let namespaces = ctx.stores.namespaces.clone();
+    // Every trigger maps an object to the baseline of its namespace.
+    let to_baseline = move |namespace: Option<String>| baseline_of(&namespaces, namespace);
+    let (pods, deployments, statefulsets, daemonsets, replicasets, jobs, cronjobs) = (
+        to_baseline.clone(),
+        to_baseline.clone(),
+        to_baseline.clone(),
+        to_baseline.clone(),
+        to_baseline.clone(),
+        to_baseline.clone(),
+        to_baseline,
     );
     let audit_ctx = Arc::new(AuditContext {
         ctx: ctx.clone(),
@@ -101,14 +102,14 @@ pub fn run(
         // Standalone pods; pods made by a workload are audited through it.
         .watches_shared_stream(caches.pods(), move |pod| {
             let standalone = pod.owner_references().iter().all(|o| o.controller != Some(true));
-            if standalone { m1(pod.namespace()) } else { None }
+            if standalone { pods(pod.namespace()) } else { None }
         })
-        .watches_stream(workload_changes::<Deployment>(&client), move |o| m2(o.namespace()))
-        .watches_stream(workload_changes::<StatefulSet>(&client), move |o| m3(o.namespace()))
-        .watches_stream(workload_changes::<DaemonSet>(&client), move |o| m4(o.namespace()))
-        .watches_stream(workload_changes::<ReplicaSet>(&client), move |o| m5(o.namespace()))
-        .watches_stream(workload_changes::<Job>(&client), move |o| m6(o.namespace()))
-        .watches_stream(workload_changes::<CronJob>(&client), move |o| m7(o.namespace()))
+        .watches_stream(workload_changes::<Deployment>(&client), move |o| deployments(o.namespace()))
+        .watches_stream(workload_changes::<StatefulSet>(&client), move |o| statefulsets(o.namespace()))
+        .watches_stream(workload_changes::<DaemonSet>(&client), move |o| daemonsets(o.namespace()))
+        .watches_stream(workload_changes::<ReplicaSet>(&client), move |o| replicasets(o.namespace()))
+        .watches_stream(workload_changes::<Job>(&client), move |o| jobs(o.namespace()))
+        .watches_stream(workload_changes::<CronJob>(&client), move |o| cronjobs(o.namespace()))
         // One audit per burst of changes.
         .with_config(Config::default().debounce(Duration::from_secs(2)))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })

@@ -495,14 +495,15 @@ mod tests {
                     if secret {
                         env.push(json!({"name": "DB_PASSWORD", "secretKeyRef": {"name": "db", "key": "password"}}));
                     }
+                    let cpu = ["50m", "250m", "500m", "1"][cpu];
+                    let memory = ["64Mi", "256Mi", "1Gi"][memory];
                     let mut spec = json!({
                         "image": IMAGES[image],
                         "ports": ports,
                         "env": env,
                         "replicas": {"min": min, "max": min + extra},
                         "scaling": {"targetCpuUtilization": 70, "windows": windows},
-                        "resources": {"cpu": ["50m", "250m", "500m", "1"][cpu],
-                                      "memory": ["64Mi", "256Mi", "1Gi"][memory]},
+                        "resources": {"cpu": cpu, "memory": memory},
                         "protectionLevel": level,
                         "placement": {"spread": if preferred { "Preferred" } else { "Required" }},
                     });
@@ -568,7 +569,7 @@ mod tests {
                     gateway_namespace: "portal-gateway",
                 }).expect("owner");
                 let deployment = desired.deployment.expect("placed");
-                let pod = deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod");
+                let pod = deployment.spec.template.spec.as_ref().expect("pod");
                 let workload = rules::Workload { kind: "Deployment", replicas: Some(floor.min), pod };
                 let violations = rules::violations(&baseline, &workload);
                 let (image, other): (Vec<RuleName>, Vec<RuleName>) =
@@ -576,7 +577,7 @@ mod tests {
                 prop_assert_eq!(other, Vec::<RuleName>::new());
                 prop_assert_eq!(image, image_violations(&ps.spec.image, &baseline));
                 // The autoscaler never goes below the baseline's replica floor.
-                let hpa = desired.autoscaler.spec.expect("hpa");
+                let hpa = desired.autoscaler.spec;
                 prop_assert!(hpa.min_replicas.unwrap_or(1) >= baseline.min_replicas.unwrap_or(1));
             }
         }

@@ -365,7 +365,7 @@ fn compliance_findings(
     let (Some(baseline), Some(deployment)) = (observed.baseline.as_ref(), desired.deployment.as_ref()) else {
         return Vec::new();
     };
-    let Some(pod) = deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
+    let Some(pod) = deployment.spec.template.spec.as_ref() else {
         return Vec::new();
     };
     let workload = crate::baseline::rules::Workload {
@@ -452,10 +452,8 @@ async fn apply_children(
         // the floor), so that a baseline's replica rule holds from the first apply on and the
         // autoscaler's choice is never undone.
         apply_if_changed_then(ctx, &stores.deployments, deployment, |d: &mut Deployment, stored: Option<&Deployment>| {
-            let current = stored.and_then(|s| s.spec.as_ref()).and_then(|s| s.replicas);
-            if let Some(spec) = d.spec.as_mut() {
-                spec.replicas = Some(current.unwrap_or(floor).max(floor));
-            }
+            let current = stored.and_then(|s| s.spec.replicas);
+            d.spec.replicas = Some(current.unwrap_or(floor).max(floor));
         })
         .await?;
     }
