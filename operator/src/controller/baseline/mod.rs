@@ -149,7 +149,11 @@ async fn reconcile(baseline: Arc<SecurityBaseline>, actx: Arc<AuditContext>) -> 
     let admission = apply_policy(ctx, compiled).await?;
 
     // audit: read what runs in the bound namespaces, check it, report it.
-    let facts = read_namespaces(ctx, &baseline.name_any()).await?;
+    // A refused policy binds nothing (its name may not even be a valid label value): no audit.
+    let facts = match admission {
+        Admission::Rejected(_) => Vec::new(),
+        _ => read_namespaces(ctx, &baseline.name_any()).await?,
+    };
     let findings = audit::audit(&baseline, &facts, now);
     report_events(&actx, &baseline, &findings).await;
     write_policy_reports(ctx, &baseline, &facts, &findings).await?;
