@@ -108,8 +108,9 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
             info!("shutting down");
         }
     };
-    let (admin_result, (), (), (), (), (), (), ()) =
-        tokio::join!(admin, watches, sites, tenants, services, baselines, ready, stop);
+    let (admin_result, (), (), (), (), (), (), ()) = tokio::join!(
+        admin, watches, sites, tenants, services, baselines, ready, stop
+    );
     admin_result.context("admin server failed")?;
     info!("stopped");
     Ok(())

@@ -45,7 +45,9 @@ pub async fn create(client: &Client, namespace: &str, object: &Value, dry_run: b
     }
     let request = Request::post(url)
         .header("content-type", "application/json")
-        .body(kube::client::Body::from(serde_json::to_vec(object).expect("json")))
+        .body(kube::client::Body::from(
+            serde_json::to_vec(object).expect("json"),
+        ))
         .expect("request");
     let response = client.send(request).await.expect("the API server answers");
     let status = response.status().as_u16();

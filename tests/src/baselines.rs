@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use verbund_operator::api::SecurityBaseline;
 use verbund_operator::api::security_baseline::RuleName;
@@ -40,7 +40,11 @@ impl std::fmt::Debug for Bound {
 impl Bound {
     /// The client that creates `kind` (tenant admins do not run DaemonSets).
     pub fn client_for(&self, kind: &str) -> &Client {
-        if kind == "DaemonSet" { &self.root } else { &self.admin }
+        if kind == "DaemonSet" {
+            &self.root
+        } else {
+            &self.admin
+        }
     }
 
     pub async fn dry_run(&self, object: &Value) -> Answer {
@@ -57,7 +61,11 @@ impl Bound {
 
 /// Creates a namespace, a baseline with every rule on in `enforcement` mode (exceptions from
 /// `exceptions(namespace)`), binds them, and waits until the baseline is Ready.
-pub async fn bound(cp: &ControlPlane, enforcement: &str, exceptions: impl Fn(&str) -> Value) -> Bound {
+pub async fn bound(
+    cp: &ControlPlane,
+    enforcement: &str,
+    exceptions: impl Fn(&str) -> Value,
+) -> Bound {
     let root = cp.client().await;
     let ns = cp.namespace("sbl").await;
     let baseline = unique_name("sbl");
@@ -73,14 +81,20 @@ pub async fn bound(cp: &ControlPlane, enforcement: &str, exceptions: impl Fn(&st
     });
     let baselines: Api<SecurityBaseline> = Api::all(root.clone());
     baselines
-        .patch(&baseline, &PatchParams::apply("verbund-tests"), &Patch::Apply(&body))
+        .patch(
+            &baseline,
+            &PatchParams::apply("verbund-tests"),
+            &Patch::Apply(&body),
+        )
         .await
         .expect("baseline accepted");
     Api::<Namespace>::all(root.clone())
         .patch(
             ns.name(),
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"verbund.saarland.de/baseline": baseline}}})),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"verbund.saarland.de/baseline": baseline}}}),
+            ),
         )
         .await
         .expect("namespace labelled");
@@ -111,7 +125,14 @@ pub async fn bound(cp: &ControlPlane, enforcement: &str, exceptions: impl Fn(&st
     let accounts = ns.api::<ServiceAccount>();
     wait::until(TIMEOUT, "default service account", || {
         let accounts = accounts.clone();
-        async move { accounts.get_opt("default").await.ok().flatten().ok_or("absent") }
+        async move {
+            accounts
+                .get_opt("default")
+                .await
+                .ok()
+                .flatten()
+                .ok_or("absent")
+        }
     })
     .await;
     Bound {
@@ -131,9 +152,12 @@ pub async fn await_policy(bound: &Bound, in_force: impl Fn(&Answer) -> bool) {
         let in_force = &in_force;
         async move {
             let answer = bound.dry_run(&probe).await;
-            if in_force(&answer) { Ok(()) } else { Err(answer) }
+            if in_force(&answer) {
+                Ok(())
+            } else {
+                Err(answer)
+            }
         }
     })
     .await;
 }
-

@@ -30,11 +30,22 @@ async fn with_the_operator_stopped_the_baseline_still_refuses() {
     assert!(status.success(), "{log}");
 
     // Not a dry run: the pod would be stored if admission let it through.
-    for rule in [RuleName::RunAsNonRoot, RuleName::NoHostPath, RuleName::AllowedRegistries] {
+    for rule in [
+        RuleName::RunAsNonRoot,
+        RuleName::NoHostPath,
+        RuleName::AllowedRegistries,
+    ] {
         let pod = fixtures::breaking(rule, "Pod").object;
         let answer = admission::create(&b.admin, b.ns.name(), &pod, false).await;
-        assert_eq!(answer.status, 403, "{rule:?} admitted without the operator: {answer:?}");
-        assert!(answer.message.contains("ValidatingAdmissionPolicy"), "{}", answer.message);
+        assert_eq!(
+            answer.status, 403,
+            "{rule:?} admitted without the operator: {answer:?}"
+        );
+        assert!(
+            answer.message.contains("ValidatingAdmissionPolicy"),
+            "{}",
+            answer.message
+        );
     }
     let fine = fixtures::compliant()[0].object.clone();
     let answer = admission::create(&b.admin, b.ns.name(), &fine, false).await;

@@ -57,8 +57,17 @@ async fn enforce_refuses_every_rule_with_its_bsi_ids_and_admits_compliant_worklo
     for fixture in fixtures::violating() {
         let answer = b.dry_run(&fixture.object).await;
         let rule = rules::rule(fixture.expected[0]);
-        assert_eq!(answer.status, 403, "{} was not refused: {answer:?}", fixture.name);
-        assert!(answer.message.contains(&policy), "{}: {}", fixture.name, answer.message);
+        assert_eq!(
+            answer.status, 403,
+            "{} was not refused: {answer:?}",
+            fixture.name
+        );
+        assert!(
+            answer.message.contains(&policy),
+            "{}: {}",
+            fixture.name,
+            answer.message
+        );
         assert!(
             answer
                 .message
@@ -68,13 +77,23 @@ async fn enforce_refuses_every_rule_with_its_bsi_ids_and_admits_compliant_worklo
             answer.message
         );
         for id in rule.bsi {
-            assert!(answer.message.contains(id), "{}: {id} missing: {}", fixture.name, answer.message);
+            assert!(
+                answer.message.contains(id),
+                "{}: {id} missing: {}",
+                fixture.name,
+                answer.message
+            );
         }
     }
     for fixture in fixtures::compliant() {
         let answer = b.dry_run(&fixture.object).await;
         assert!(answer.admitted(), "{} refused: {answer:?}", fixture.name);
-        assert!(answer.warnings.is_empty(), "{}: {:?}", fixture.name, answer.warnings);
+        assert!(
+            answer.warnings.is_empty(),
+            "{}: {:?}",
+            fixture.name,
+            answer.warnings
+        );
     }
 
     // A debug container added to a running pod obeys the privilege and image rules too.
@@ -144,7 +163,10 @@ async fn tightening_a_baseline_does_not_jam_what_already_runs() {
         )
         .await
         .expect_err("a changed template is judged again");
-    assert!(refused.to_string().contains(": probesRequired: "), "{refused}");
+    assert!(
+        refused.to_string().contains(": probesRequired: "),
+        "{refused}"
+    );
 }
 
 /// Objects with several violations at once and the corners of each rule, for the
@@ -154,13 +176,17 @@ fn corner_cases() -> Vec<Value> {
     let mut cases = Vec::new();
     let mut v = base();
     v["metadata"]["name"] = json!("registry-port-no-tag");
-    v["spec"]["template"]["spec"]["containers"][0]["image"] = json!("registry.saarland.de:5000/portal/x");
+    v["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("registry.saarland.de:5000/portal/x");
     cases.push(v);
     let mut v = base();
     v["metadata"]["name"] = json!("container-overrides-pod");
-    v["spec"]["template"]["spec"]["securityContext"]["seccompProfile"] = json!({"type": "Unconfined"});
-    v["spec"]["template"]["spec"]["containers"][0]["securityContext"]["seccompProfile"] = json!({"type": "RuntimeDefault"});
-    v["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsNonRoot"] = json!(false);
+    v["spec"]["template"]["spec"]["securityContext"]["seccompProfile"] =
+        json!({"type": "Unconfined"});
+    v["spec"]["template"]["spec"]["containers"][0]["securityContext"]["seccompProfile"] =
+        json!({"type": "RuntimeDefault"});
+    v["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsNonRoot"] =
+        json!(false);
     cases.push(v);
     let mut v = base();
     v["metadata"]["name"] = json!("init-container");
@@ -200,13 +226,24 @@ async fn warn_admits_with_one_warning_per_rule_and_agrees_with_the_audit_checks(
         .chain(corner_cases())
         .collect();
     for object in objects {
-        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let answer = b.dry_run(&object).await;
         assert!(answer.admitted(), "{name} refused under Warn: {answer:?}");
         // What the audit's Rust checks say about the same object.
-        let workload = verbund_operator::baseline::workload::workload_of(&object).expect("workload");
-        let audit: BTreeSet<RuleName> = rules::violations(&all, &workload.as_workload()).into_iter().collect();
-        assert_eq!(warned_rules(&answer), audit, "{name}: admission (left) and audit (right) disagree; warnings: {:?}", answer.warnings);
+        let workload =
+            verbund_operator::baseline::workload::workload_of(&object).expect("workload");
+        let audit: BTreeSet<RuleName> = rules::violations(&all, &workload.as_workload())
+            .into_iter()
+            .collect();
+        assert_eq!(
+            warned_rules(&answer),
+            audit,
+            "{name}: admission (left) and audit (right) disagree; warnings: {:?}",
+            answer.warnings
+        );
     }
 }
 
@@ -233,7 +270,11 @@ async fn audit_admits_then_reports_exactly_the_violations_and_clears_them_when_f
     for object in [&no_probes, &host_path, &fine] {
         let answer = admission::create(&b.admin, b.ns.name(), object, false).await;
         assert!(answer.admitted(), "Audit admits: {answer:?}");
-        assert!(answer.warnings.is_empty(), "Audit does not warn: {:?}", answer.warnings);
+        assert!(
+            answer.warnings.is_empty(),
+            "Audit does not warn: {:?}",
+            answer.warnings
+        );
     }
 
     // Status: the namespace and three workloads checked (the Deployments' ReplicaSets and
@@ -242,42 +283,84 @@ async fn audit_admits_then_reports_exactly_the_violations_and_clears_them_when_f
         let status = b.status().await;
         let counts: Vec<(String, i64)> = status["violations"]
             .as_array()
-            .map(|vs| vs.iter().map(|v| (v["rule"].as_str().unwrap_or_default().to_string(), v["count"].as_i64().unwrap_or(0))).collect())
+            .map(|vs| {
+                vs.iter()
+                    .map(|v| {
+                        (
+                            v["rule"].as_str().unwrap_or_default().to_string(),
+                            v["count"].as_i64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
-        let expected = vec![("probesRequired".to_string(), 1), ("noHostPath".to_string(), 1)];
-        if status["checked"] == 4 && status["compliant"] == 2 && counts == expected { Ok(status) } else { Err(status) }
+        let expected = vec![
+            ("probesRequired".to_string(), 1),
+            ("noHostPath".to_string(), 1),
+        ];
+        if status["checked"] == 4 && status["compliant"] == 2 && counts == expected {
+            Ok(status)
+        } else {
+            Err(status)
+        }
     })
     .await;
     assert_eq!(status["violationCount"], 2);
-    assert_eq!(status["violations"][0]["bsi"], json!(["APP.4.4.A11", "SYS.1.6.A3"]));
+    assert_eq!(
+        status["violations"][0]["bsi"],
+        json!(["APP.4.4.A11", "SYS.1.6.A3"])
+    );
     assert_eq!(status["violations"][1]["bsi"], json!(["SYS.1.6.A19"]));
     let offenders: BTreeSet<String> = status["topOffenders"]
         .as_array()
         .expect("offenders")
         .iter()
-        .map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or_default(), o["name"].as_str().unwrap_or_default()))
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or_default(),
+                o["name"].as_str().unwrap_or_default()
+            )
+        })
         .collect();
     assert_eq!(
         offenders,
-        BTreeSet::from(["Deployment/probesrequired-deployment".to_string(), "Pod/nohostpath-pod".to_string()])
+        BTreeSet::from([
+            "Deployment/probesrequired-deployment".to_string(),
+            "Pod/nohostpath-pod".to_string()
+        ])
     );
 
     // A Warning event on each offender, naming the rule and its BSI IDs.
     let events: Api<Event> = Api::namespaced(b.root.clone(), b.ns.name());
     wait::until(TIMEOUT, "audit events", || async {
-        let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
         let seen: BTreeSet<String> = list
             .items
             .iter()
-            .filter(|e| e.reason.as_deref() == Some("BaselineViolated") && e.type_.as_deref() == Some("Warning"))
+            .filter(|e| {
+                e.reason.as_deref() == Some("BaselineViolated")
+                    && e.type_.as_deref() == Some("Warning")
+            })
             .filter(|e| {
                 let note = e.note.as_deref().unwrap_or_default();
-                note.contains("probesRequired (APP.4.4.A11, SYS.1.6.A3)") || note.contains("noHostPath (SYS.1.6.A19)")
+                note.contains("probesRequired (APP.4.4.A11, SYS.1.6.A3)")
+                    || note.contains("noHostPath (SYS.1.6.A19)")
             })
             .filter_map(|e| e.regarding.as_ref().and_then(|r| r.name.clone()))
             .collect();
-        let wanted = BTreeSet::from(["probesrequired-deployment".to_string(), "nohostpath-pod".to_string()]);
-        if seen == wanted { Ok(()) } else { Err(format!("{seen:?}")) }
+        let wanted = BTreeSet::from([
+            "probesrequired-deployment".to_string(),
+            "nohostpath-pod".to_string(),
+        ]);
+        if seen == wanted {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
     })
     .await;
 
@@ -290,8 +373,16 @@ async fn audit_admits_then_reports_exactly_the_violations_and_clears_them_when_f
     let report = |fail: i64| {
         let reports = reports.clone();
         async move {
-            let report = reports.get_opt("verbund-security-baseline").await.map_err(|e| e.to_string())?.ok_or("no report")?;
-            if report.data["summary"]["fail"] == fail { Ok(report) } else { Err(format!("{:?}", report.data["summary"])) }
+            let report = reports
+                .get_opt("verbund-security-baseline")
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no report")?;
+            if report.data["summary"]["fail"] == fail {
+                Ok(report)
+            } else {
+                Err(format!("{:?}", report.data["summary"]))
+            }
         }
     };
     let found = wait::until(TIMEOUT, "the PolicyReport with two failures", || report(2)).await;
@@ -299,26 +390,41 @@ async fn audit_admits_then_reports_exactly_the_violations_and_clears_them_when_f
         .as_array()
         .expect("results")
         .iter()
-        .map(|r| (r["rule"].as_str().unwrap_or_default().to_string(), r["resources"][0]["name"].as_str().unwrap_or_default().to_string()))
+        .map(|r| {
+            (
+                r["rule"].as_str().unwrap_or_default().to_string(),
+                r["resources"][0]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
         .collect();
     assert_eq!(
         failed,
         BTreeSet::from([
-            ("probesRequired".to_string(), "probesrequired-deployment".to_string()),
+            (
+                "probesRequired".to_string(),
+                "probesrequired-deployment".to_string()
+            ),
             ("noHostPath".to_string(), "nohostpath-pod".to_string()),
         ])
     );
 
     // Fixed: the Deployment gets its liveness probe, the pod with the host path goes.
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(b.admin.clone(), b.ns.name());
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(b.admin.clone(), b.ns.name());
     deployments
         .patch(
             "probesrequired-deployment",
             &PatchParams::default(),
-            &Patch::Json::<()>(serde_json::from_value(json!([
-                {"op": "add", "path": "/spec/template/spec/containers/0/livenessProbe",
-                 "value": {"httpGet": {"path": "/live", "port": 8080}}}
-            ])).expect("patch")),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([
+                    {"op": "add", "path": "/spec/template/spec/containers/0/livenessProbe",
+                     "value": {"httpGet": {"path": "/live", "port": 8080}}}
+                ]))
+                .expect("patch"),
+            ),
         )
         .await
         .expect("fixed deployment");
@@ -328,7 +434,10 @@ async fn audit_admits_then_reports_exactly_the_violations_and_clears_them_when_f
         .expect("pod deleted");
     wait::until(TIMEOUT, "the audit to clear", || async {
         let status = b.status().await;
-        let clear = status["checked"] == 3 && status["compliant"] == 3 && status["violations"].is_null() && status["topOffenders"].is_null();
+        let clear = status["checked"] == 3
+            && status["compliant"] == 3
+            && status["violations"].is_null()
+            && status["topOffenders"].is_null();
         if clear { Ok(()) } else { Err(status) }
     })
     .await;
@@ -356,18 +465,34 @@ async fn an_exception_lets_its_rule_pass_until_it_expires_and_no_longer() {
         jiff::Timestamp::now() < expires,
         "the set-up outlasted the exception; nothing was shown"
     );
-    assert!(answer.admitted(), "the exception admits its rule: {answer:?}");
-    let other = b.dry_run(&fixtures::breaking(RuleName::NoHostPath, "Deployment").object).await;
+    assert!(
+        answer.admitted(),
+        "the exception admits its rule: {answer:?}"
+    );
+    let other = b
+        .dry_run(&fixtures::breaking(RuleName::NoHostPath, "Deployment").object)
+        .await;
     assert_eq!(other.status, 403, "other rules still hold: {other:?}");
 
     // After `expires` the rule applies again, with nobody touching the baseline.
     let refused = wait::until(Duration::from_secs(90), "the exception to end", || async {
         let answer = b.dry_run(&no_probes).await;
-        if answer.status == 403 { Ok(answer) } else { Err(answer) }
+        if answer.status == 403 {
+            Ok(answer)
+        } else {
+            Err(answer)
+        }
     })
     .await;
-    assert!(jiff::Timestamp::now() >= expires, "refused before the exception expired");
-    assert!(refused.message.contains(": probesRequired: "), "{}", refused.message);
+    assert!(
+        jiff::Timestamp::now() >= expires,
+        "refused before the exception expired"
+    );
+    assert!(
+        refused.message.contains(": probesRequired: "),
+        "{}",
+        refused.message
+    );
 }
 
 #[tokio::test]
@@ -400,7 +525,11 @@ async fn a_policy_the_api_server_refuses_leaves_its_baseline_not_ready_and_the_o
                 .as_array()
                 .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready").cloned())
                 .ok_or("no Ready condition")?;
-            if ready["status"] == "False" && ready["reason"] == "PolicyRejected" { Ok(ready) } else { Err(ready.to_string()) }
+            if ready["status"] == "False" && ready["reason"] == "PolicyRejected" {
+                Ok(ready)
+            } else {
+                Err(ready.to_string())
+            }
         }
     })
     .await;
@@ -408,7 +537,12 @@ async fn a_policy_the_api_server_refuses_leaves_its_baseline_not_ready_and_the_o
     assert!(message.contains("must be no more than 63"), "{message}");
     // The other baseline still stands and still refuses.
     wait::ready(&baselines, &working.baseline, TIMEOUT).await;
-    let answer = working.dry_run(&fixtures::breaking(RuleName::NoHostPorts, "Pod").object).await;
+    let answer = working
+        .dry_run(&fixtures::breaking(RuleName::NoHostPorts, "Pod").object)
+        .await;
     assert_eq!(answer.status, 403, "{answer:?}");
-    baselines.delete(&name, &DeleteParams::default()).await.expect("cleanup");
+    baselines
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("cleanup");
 }

@@ -9,9 +9,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{
-    LimitRange, Namespace, ResourceQuota, Service, ServiceAccount,
-};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
@@ -22,12 +20,7 @@ use verbund_tests::operator::OperatorProcess;
 use verbund_tests::{control_plane, crds, examples, operator_binary, wait};
 
 /// Verbund's own kinds: all their writes, status included, come from Verbund or the test.
-const VERBUND_KINDS: [&str; 4] = [
-    "tenants",
-    "sites",
-    "securitybaselines",
-    "portalservices",
-];
+const VERBUND_KINDS: [&str; 4] = ["tenants", "sites", "securitybaselines", "portalservices"];
 
 /// The kinds Verbund renders. The controller-manager writes some of their subresources
 /// (quota usage, Deployment status and scale, autoscaler and budget status): those are not

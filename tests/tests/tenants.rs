@@ -46,7 +46,11 @@ async fn pool() -> &'static ControlPlane {
                 }
             });
             Api::<SecurityBaseline>::all(cp.client().await)
-                .patch(TEST_BASELINE, &PatchParams::apply("verbund-tests"), &Patch::Apply(&audit))
+                .patch(
+                    TEST_BASELINE,
+                    &PatchParams::apply("verbund-tests"),
+                    &Patch::Apply(&audit),
+                )
                 .await
                 .expect("test baseline accepted");
         })

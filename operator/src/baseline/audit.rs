@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::policy::exempt_namespaces;
@@ -72,7 +72,11 @@ fn text(value: &Value) -> String {
 
 /// Checks every namespace's objects against `baseline` at `now` (exceptions in force are
 /// honoured). Findings are sorted by namespace, kind and name.
-pub fn audit(baseline: &SecurityBaseline, namespaces: &[NamespaceFacts], now: Timestamp) -> Vec<Finding> {
+pub fn audit(
+    baseline: &SecurityBaseline,
+    namespaces: &[NamespaceFacts],
+    now: Timestamp,
+) -> Vec<Finding> {
     let rules = &baseline.spec.rules;
     let exempt = |namespace: &str, rule: RuleName| {
         exempt_namespaces(baseline, rule, now)
@@ -154,7 +158,10 @@ pub fn summarise(findings: &[Finding]) -> Summary {
             })
         })
         .collect();
-    let mut offenders: Vec<&Finding> = findings.iter().filter(|f| !f.violations.is_empty()).collect();
+    let mut offenders: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| !f.violations.is_empty())
+        .collect();
     // Most violations first; then by place and name, so the list is stable.
     offenders.sort_by(|a, b| {
         b.violations
@@ -188,7 +195,10 @@ pub fn event_note(baseline: &str, violations: &[RuleName]) -> String {
             format!("{} ({})", rules::rule_key(*r), rule.bsi.join(", "))
         })
         .collect();
-    format!("violates security baseline {baseline}: {}", rules.join(", "))
+    format!(
+        "violates security baseline {baseline}: {}",
+        rules.join(", ")
+    )
 }
 
 /// The name of the PolicyReport Verbund keeps in each bound namespace.
@@ -282,20 +292,27 @@ mod tests {
     #[test]
     fn counts_each_violation_once_at_the_object_that_declares_it() {
         let mut pod_of_deployment = fixtures::breaking(RuleName::RunAsNonRoot, "Pod").object;
-        pod_of_deployment["metadata"]["ownerReferences"] =
-            json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "x", "uid": "u", "controller": true}]);
+        pod_of_deployment["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "x", "uid": "u", "controller": true}]);
         let objects = vec![
             fixtures::breaking(RuleName::RunAsNonRoot, "Deployment").object,
             pod_of_deployment,
             fixtures::breaking(RuleName::NoHostPath, "Pod").object,
             fixtures::compliant()[0].object.clone(),
         ];
-        let findings = audit(&baseline(vec![]), &[facts(objects, false)], Timestamp::UNIX_EPOCH);
+        let findings = audit(
+            &baseline(vec![]),
+            &[facts(objects, false)],
+            Timestamp::UNIX_EPOCH,
+        );
         let summary = summarise(&findings);
         // Namespace + 3 objects (the derived pod is reported through its owner).
         assert_eq!(summary.checked, 4);
         assert_eq!(summary.compliant, 1);
-        let counts: Vec<(RuleName, i32)> = summary.violations.iter().map(|v| (v.rule, v.count)).collect();
+        let counts: Vec<(RuleName, i32)> = summary
+            .violations
+            .iter()
+            .map(|v| (v.rule, v.count))
+            .collect();
         assert_eq!(
             counts,
             vec![
@@ -317,9 +334,17 @@ mod tests {
         };
         let objects = vec![fixtures::breaking(RuleName::NoHostPath, "Pod").object];
         let b = baseline(vec![exception]);
-        let during = audit(&b, &[facts(objects.clone(), true)], Timestamp::from_second(99).expect("t"));
+        let during = audit(
+            &b,
+            &[facts(objects.clone(), true)],
+            Timestamp::from_second(99).expect("t"),
+        );
         assert!(during.iter().all(|f| f.violations.is_empty()), "{during:?}");
-        let after = audit(&b, &[facts(objects, true)], Timestamp::from_second(100).expect("t"));
+        let after = audit(
+            &b,
+            &[facts(objects, true)],
+            Timestamp::from_second(100).expect("t"),
+        );
         assert_eq!(summarise(&after).violations.len(), 1);
     }
 
@@ -334,6 +359,9 @@ mod tests {
         assert_eq!(report["summary"]["pass"], 17);
         assert_eq!(report["results"][0]["rule"], "probesRequired");
         assert_eq!(report["results"][0]["resources"][0]["kind"], "Deployment");
-        assert_eq!(report["results"][0]["properties"]["bsi"], "APP.4.4.A11, SYS.1.6.A3");
+        assert_eq!(
+            report["results"][0]["properties"]["bsi"],
+            "APP.4.4.A11, SYS.1.6.A3"
+        );
     }
 }

@@ -174,7 +174,9 @@ fn breach(rule: RuleName, spec: &mut Value, replicas: &mut i64) {
         RuleName::AllowedRegistries => {
             container["image"] = json!(format!("docker.io/library/nginx:1.27@{DIGEST}"))
         }
-        RuleName::ImageDigestRequired => container["image"] = json!(format!("{REGISTRY}/fixture:1.0")),
+        RuleName::ImageDigestRequired => {
+            container["image"] = json!(format!("{REGISTRY}/fixture:1.0"))
+        }
         RuleName::LatestTagForbidden => {
             container["image"] = json!(format!("{REGISTRY}/fixture:latest@{DIGEST}"))
         }

@@ -83,7 +83,11 @@ pub fn next_expiry(baseline: &SecurityBaseline, now: Timestamp) -> Option<Timest
 }
 
 /// Namespaces exempt from `rule` at `now`, sorted.
-pub fn exempt_namespaces(baseline: &SecurityBaseline, rule: RuleName, now: Timestamp) -> Vec<String> {
+pub fn exempt_namespaces(
+    baseline: &SecurityBaseline,
+    rule: RuleName,
+    now: Timestamp,
+) -> Vec<String> {
     let mut namespaces: Vec<String> = active_exceptions(baseline, now)
         .into_iter()
         .filter(|e| e.rules.contains(&rule))
@@ -119,7 +123,10 @@ fn validation(rule: &rules::Rule, expression: String, exempt: &[String]) -> Vali
         expression
     } else {
         let list: Vec<String> = exempt.iter().map(|n| rules::cel_string(n)).collect();
-        format!("request.namespace in [{}] || ({expression})", list.join(", "))
+        format!(
+            "request.namespace in [{}] || ({expression})",
+            list.join(", ")
+        )
     };
     Validation {
         expression,
@@ -261,12 +268,25 @@ mod tests {
         let b = baseline(Enforcement::Enforce, vec![exception]);
         let before = compile(&b, at(999)).expect("owner");
         let probes = |c: &Compiled| {
-            c.policy.spec.clone().expect("spec").validations.expect("v").into_iter()
-                .find(|v| v.message.as_deref().unwrap_or_default().starts_with("probesRequired"))
+            c.policy
+                .spec
+                .clone()
+                .expect("spec")
+                .validations
+                .expect("v")
+                .into_iter()
+                .find(|v| {
+                    v.message
+                        .as_deref()
+                        .unwrap_or_default()
+                        .starts_with("probesRequired")
+                })
                 .expect("probes rule")
                 .expression
         };
-        assert!(probes(&before).starts_with("request.namespace in ['igb-buergerdienste'] || (variables.podSpecUnchanged || ("));
+        assert!(probes(&before).starts_with(
+            "request.namespace in ['igb-buergerdienste'] || (variables.podSpecUnchanged || ("
+        ));
         assert_eq!(next_expiry(&b, at(999)), Some(at(1000)));
         let after = compile(&b, at(1000)).expect("owner");
         assert!(!probes(&after).contains("request.namespace"));

@@ -231,7 +231,9 @@ pub fn cel(name: RuleName, rules: &BaselineRules) -> Option<String> {
     // Container security context field `f` is set (in `c`).
     let sc = |f: &str| format!("has(c.securityContext) && has(c.securityContext.{f})");
     let pod_sc = |f: &str| {
-        format!("has(variables.podSpec.securityContext) && has(variables.podSpec.securityContext.{f})")
+        format!(
+            "has(variables.podSpec.securityContext) && has(variables.podSpec.securityContext.{f})"
+        )
     };
     let expression = match name {
         RuleName::RunAsNonRoot => format!(
@@ -357,12 +359,12 @@ pub fn satisfied(name: RuleName, rules: &BaselineRules, workload: &Workload<'_>)
     let pod_sc = pod.security_context.as_ref();
     let replicated = REPLICATED_KINDS.contains(&workload.kind);
     match name {
-        RuleName::RunAsNonRoot => secured(pod).all(|c| {
-            match c.security.and_then(|s| s.run_as_non_root) {
+        RuleName::RunAsNonRoot => {
+            secured(pod).all(|c| match c.security.and_then(|s| s.run_as_non_root) {
                 Some(set) => set,
                 None => pod_sc.and_then(|s| s.run_as_non_root).unwrap_or(false),
-            }
-        }),
+            })
+        }
         RuleName::NoPrivilegeEscalation => secured(pod).all(|c| {
             c.security.and_then(|s| s.allow_privilege_escalation) == Some(false)
                 && c.security.and_then(|s| s.privileged) != Some(true)
@@ -371,16 +373,15 @@ pub fn satisfied(name: RuleName, rules: &BaselineRules, workload: &Workload<'_>)
             c.security
                 .and_then(|s| s.capabilities.as_ref())
                 .is_some_and(|caps| {
-                    caps.drop.as_ref().is_some_and(|d| d.iter().any(|d| d == "ALL"))
-                        && caps
-                            .add
-                            .iter()
-                            .flatten()
-                            .all(|a| a == "NET_BIND_SERVICE")
+                    caps.drop
+                        .as_ref()
+                        .is_some_and(|d| d.iter().any(|d| d == "ALL"))
+                        && caps.add.iter().flatten().all(|a| a == "NET_BIND_SERVICE")
                 })
         }),
-        RuleName::ReadOnlyRootFilesystem => secured(pod)
-            .all(|c| c.security.and_then(|s| s.read_only_root_filesystem) == Some(true)),
+        RuleName::ReadOnlyRootFilesystem => {
+            secured(pod).all(|c| c.security.and_then(|s| s.read_only_root_filesystem) == Some(true))
+        }
         RuleName::SeccompRuntimeDefault => secured(pod).all(|c| {
             let profile = c
                 .security
@@ -413,7 +414,9 @@ pub fn satisfied(name: RuleName, rules: &BaselineRules, workload: &Workload<'_>)
             pod.automount_service_account_token == Some(false)
         }
         RuleName::NoHostNamespaces => {
-            pod.host_network != Some(true) && pod.host_pid != Some(true) && pod.host_ipc != Some(true)
+            pod.host_network != Some(true)
+                && pod.host_pid != Some(true)
+                && pod.host_ipc != Some(true)
         }
         RuleName::NoHostPath => pod.volumes.iter().flatten().all(|v| v.host_path.is_none()),
         RuleName::NoHostPorts => all_containers(pod).all(|c| {
@@ -512,12 +515,21 @@ mod tests {
     #[test]
     fn image_references_are_read_like_a_container_runtime() {
         assert!(image_tagged("registry.saarland.de:5000/x:1.2"));
-        assert!(!image_tagged("registry.saarland.de:5000/x"), "a port is not a tag");
+        assert!(
+            !image_tagged("registry.saarland.de:5000/x"),
+            "a port is not a tag"
+        );
         assert!(!image_tagged("registry.saarland.de/x:latest"));
         assert!(image_tagged("registry.saarland.de/x@sha256:abc"));
         assert!(!image_tagged("registry.saarland.de/x:latest@sha256:abc"));
-        assert!(image_from("registry.saarland.de/portal/x:1", &["registry.saarland.de/portal/".into()]));
-        assert!(!image_from("registry.saarland.de.evil.example/x:1", &["registry.saarland.de".into()]));
+        assert!(image_from(
+            "registry.saarland.de/portal/x:1",
+            &["registry.saarland.de/portal/".into()]
+        ));
+        assert!(!image_from(
+            "registry.saarland.de.evil.example/x:1",
+            &["registry.saarland.de".into()]
+        ));
     }
 
     #[test]

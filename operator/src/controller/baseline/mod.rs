@@ -16,7 +16,9 @@ use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::events::{Event, EventType};
@@ -66,13 +68,24 @@ fn baseline_of(
 }
 
 /// Spec changes of one workload kind, cluster-wide, metadata only.
-fn workload_changes<K>(client: &Client) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + use<K>
+fn workload_changes<K>(
+    client: &Client,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + use<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
-    watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), watcher::Config::default())
-        .touched_objects()
-        .predicate_filter(predicates::generation, Default::default())
+    watcher(
+        Api::<PartialObjectMeta<K>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .touched_objects()
+    .predicate_filter(predicates::generation, Default::default())
 }
 
 /// The controller, subscribed to the shared caches; runs until `shutdown` when polled.
@@ -101,15 +114,34 @@ pub fn run(
     Controller::for_shared_stream(caches.baselines(), ctx.stores.baselines.clone())
         // Standalone pods; pods made by a workload are audited through it.
         .watches_shared_stream(caches.pods(), move |pod| {
-            let standalone = pod.owner_references().iter().all(|o| o.controller != Some(true));
-            if standalone { pods(pod.namespace()) } else { None }
+            let standalone = pod
+                .owner_references()
+                .iter()
+                .all(|o| o.controller != Some(true));
+            if standalone {
+                pods(pod.namespace())
+            } else {
+                None
+            }
         })
-        .watches_stream(workload_changes::<Deployment>(&client), move |o| deployments(o.namespace()))
-        .watches_stream(workload_changes::<StatefulSet>(&client), move |o| statefulsets(o.namespace()))
-        .watches_stream(workload_changes::<DaemonSet>(&client), move |o| daemonsets(o.namespace()))
-        .watches_stream(workload_changes::<ReplicaSet>(&client), move |o| replicasets(o.namespace()))
-        .watches_stream(workload_changes::<Job>(&client), move |o| jobs(o.namespace()))
-        .watches_stream(workload_changes::<CronJob>(&client), move |o| cronjobs(o.namespace()))
+        .watches_stream(workload_changes::<Deployment>(&client), move |o| {
+            deployments(o.namespace())
+        })
+        .watches_stream(workload_changes::<StatefulSet>(&client), move |o| {
+            statefulsets(o.namespace())
+        })
+        .watches_stream(workload_changes::<DaemonSet>(&client), move |o| {
+            daemonsets(o.namespace())
+        })
+        .watches_stream(workload_changes::<ReplicaSet>(&client), move |o| {
+            replicasets(o.namespace())
+        })
+        .watches_stream(workload_changes::<Job>(&client), move |o| {
+            jobs(o.namespace())
+        })
+        .watches_stream(workload_changes::<CronJob>(&client), move |o| {
+            cronjobs(o.namespace())
+        })
         // One audit per burst of changes.
         .with_config(Config::default().debounce(Duration::from_secs(2)))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
@@ -135,7 +167,10 @@ enum Admission {
 }
 
 #[instrument(skip_all, fields(baseline = %baseline.name_any()))]
-async fn reconcile(baseline: Arc<SecurityBaseline>, actx: Arc<AuditContext>) -> Result<Action, Error> {
+async fn reconcile(
+    baseline: Arc<SecurityBaseline>,
+    actx: Arc<AuditContext>,
+) -> Result<Action, Error> {
     let ctx = &actx.ctx;
     let _timer = ctx
         .metrics
@@ -209,14 +244,13 @@ async fn apply_policy(ctx: &Context, compiled: Compiled) -> Result<Admission, Er
         }
     }
     let hash = meta::stamp(&mut binding);
-    let stored_binding = bindings
-        .get_opt(&name)
-        .await
-        .map_err(Error::api(format!("read ValidatingAdmissionPolicyBinding {name}")))?;
-    if meta::needs_apply(&hash, stored_binding.as_ref().map(|b| &b.metadata)) {
-        if let Err(error) = apply(ctx, &bindings, &binding).await {
-            return refusal(error);
-        }
+    let stored_binding = bindings.get_opt(&name).await.map_err(Error::api(format!(
+        "read ValidatingAdmissionPolicyBinding {name}"
+    )))?;
+    if meta::needs_apply(&hash, stored_binding.as_ref().map(|b| &b.metadata))
+        && let Err(error) = apply(ctx, &bindings, &binding).await
+    {
+        return refusal(error);
     }
 
     let Some(stored) = stored else {
@@ -266,7 +300,11 @@ async fn read_namespaces(ctx: &Context, baseline: &str) -> Result<Vec<NamespaceF
             let resource = ApiResource {
                 group: group.into(),
                 version: version.into(),
-                api_version: if group.is_empty() { version.into() } else { format!("{group}/{version}") },
+                api_version: if group.is_empty() {
+                    version.into()
+                } else {
+                    format!("{group}/{version}")
+                },
                 kind: kind.into(),
                 plural: plural.into(),
             };
@@ -353,8 +391,9 @@ fn report_resource() -> ApiResource {
     )
 }
 
-/// Writes each bound namespace's PolicyReport when it changed. Skipped when the PolicyReport
-/// CRD is not installed: reports are an integration, not a requirement.
+/// Writes each bound namespace's PolicyReport when it changed. Skipped when the API server does
+/// not serve the PolicyReport kind (its CRD is not installed): reports are an integration, not
+/// a requirement.
 async fn write_policy_reports(
     ctx: &Context,
     baseline: &SecurityBaseline,
@@ -362,28 +401,41 @@ async fn write_policy_reports(
     findings: &[Finding],
 ) -> Result<(), Error> {
     let resource = report_resource();
+    match ctx
+        .client
+        .list_api_group_resources(&resource.api_version)
+        .await
+    {
+        Ok(list) if list.resources.iter().any(|r| r.name == resource.plural) => {}
+        // Not served: the PolicyReport CRD is not installed.
+        Ok(_) => return Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(e) => return Err(Error::api("discover the PolicyReport kind")(e)),
+    }
     let owner = meta::owner_reference(baseline)?;
     for namespace in facts.iter().map(|f| &f.name) {
-        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
-        let mut desired: DynamicObject =
-            serde_json::from_value(audit::policy_report(baseline, namespace, findings)).map_err(|e| {
-                Error::Invalid {
-                    reason: "Internal",
-                    message: e.to_string(),
-                }
-            })?;
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), namespace, &resource);
+        let mut desired: DynamicObject = serde_json::from_value(audit::policy_report(
+            baseline, namespace, findings,
+        ))
+        .map_err(|e| Error::Invalid {
+            reason: "Internal",
+            message: e.to_string(),
+        })?;
         desired.metadata.labels = Some(BTreeMap::from([
-            (meta::MANAGED_BY_LABEL.to_string(), meta::MANAGED_BY.to_string()),
+            (
+                meta::MANAGED_BY_LABEL.to_string(),
+                meta::MANAGED_BY.to_string(),
+            ),
             (BASELINE_LABEL.to_string(), baseline.name_any()),
         ]));
         desired.metadata.owner_references = Some(vec![owner.clone()]);
         let hash = meta::stamp(&mut desired);
-        let stored = match api.get_opt(audit::REPORT_NAME).await {
-            Ok(stored) => stored,
-            // 404 on the kind itself: the PolicyReport CRD is not installed.
-            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
-            Err(e) => return Err(Error::api(format!("read PolicyReport in {namespace}"))(e)),
-        };
+        let stored = api
+            .get_opt(audit::REPORT_NAME)
+            .await
+            .map_err(Error::api(format!("read PolicyReport in {namespace}")))?;
         if meta::needs_apply(&hash, stored.as_ref().map(|s| &s.metadata)) {
             ctx.metrics
                 .api_writes

@@ -297,7 +297,14 @@ async fn reconcile(ps: Arc<PortalService>, ctx: Arc<Context>) -> Result<Action, 
         // so and wait for a change of the service or its baseline.
         let error = admission_refusal(error);
         if let Error::Invalid { .. } = &error {
-            publish(&ctx, &*ps, EventType::Warning, error.reason(), error.to_string()).await;
+            publish(
+                &ctx,
+                &*ps,
+                EventType::Warning,
+                error.reason(),
+                error.to_string(),
+            )
+            .await;
             let mut status = ps.status.clone().unwrap_or_default();
             status.observed_generation = ps.metadata.generation;
             for type_ in ["Ready", "Compliant"] {
@@ -313,15 +320,7 @@ async fn reconcile(ps: Arc<PortalService>, ctx: Arc<Context>) -> Result<Action, 
         return Err(error);
     }
 
-    let status = build_status(
-        &ps,
-        &ctx,
-        &observed,
-        &placement,
-        &floor,
-        &ceiling,
-        findings,
-    );
+    let status = build_status(&ps, &ctx, &observed, &placement, &floor, &ceiling, findings);
     if placement.eligible.is_empty() && !condition_false(&ps, "Placed") {
         publish(
             &ctx,
@@ -362,7 +361,9 @@ fn compliance_findings(
     replicas: i32,
     now: jiff::Timestamp,
 ) -> Vec<String> {
-    let (Some(baseline), Some(deployment)) = (observed.baseline.as_ref(), desired.deployment.as_ref()) else {
+    let (Some(baseline), Some(deployment)) =
+        (observed.baseline.as_ref(), desired.deployment.as_ref())
+    else {
         return Vec::new();
     };
     let Some(pod) = deployment.spec.template.spec.as_ref() else {
@@ -451,10 +452,15 @@ async fn apply_children(
         // The replica count belongs to the autoscaler: Verbund sends what is stored (raised to
         // the floor), so that a baseline's replica rule holds from the first apply on and the
         // autoscaler's choice is never undone.
-        apply_if_changed_then(ctx, &stores.deployments, deployment, |d: &mut Deployment, stored: Option<&Deployment>| {
-            let current = stored.and_then(|s| s.spec.replicas);
-            d.spec.replicas = Some(current.unwrap_or(floor).max(floor));
-        })
+        apply_if_changed_then(
+            ctx,
+            &stores.deployments,
+            deployment,
+            |d: &mut Deployment, stored: Option<&Deployment>| {
+                let current = stored.and_then(|s| s.spec.replicas);
+                d.spec.replicas = Some(current.unwrap_or(floor).max(floor));
+            },
+        )
         .await?;
     }
     apply_if_changed::<Service, _>(ctx, &stores.services, service).await?;
