@@ -30,21 +30,26 @@ pub fn from_repository() -> Vec<CustomResourceDefinition> {
 
 /// Applies every CRD (server-side) and waits until the API server serves each of them.
 pub async fn install(client: &Client) {
+    for crd in from_repository() {
+        apply_established(client, &crd).await;
+    }
+}
+
+/// Applies one CRD (server-side) and waits until the API server serves it.
+async fn apply_established(client: &Client, crd: &CustomResourceDefinition) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply("verbund-tests").force();
-    for crd in from_repository() {
-        let name = crd.metadata.name.clone().expect("CRD has a name");
-        api.patch(&name, &params, &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(api.clone(), &name, conditions::is_crd_established()),
-        )
+    let name = crd.metadata.name.clone().expect("CRD has a name");
+    api.patch(&name, &params, &Patch::Apply(crd))
         .await
-        .unwrap_or_else(|_| panic!("CRD {name} not Established within 30s"))
-        .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
-    }
+        .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(api.clone(), &name, conditions::is_crd_established()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("CRD {name} not Established within 30s"))
+    .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
 }
 
 /// Installs the CRDs once per test binary (the first caller installs, the others wait).
@@ -66,22 +71,7 @@ pub async fn ensure_policy_reports(client: &Client) {
                 .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
             let crd: CustomResourceDefinition =
                 serde_yaml::from_str(&text).expect("the PolicyReport CRD");
-            let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-            let name = crd.metadata.name.clone().expect("CRD has a name");
-            api.patch(
-                &name,
-                &PatchParams::apply("verbund-tests").force(),
-                &Patch::Apply(&crd),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
-            tokio::time::timeout(
-                Duration::from_secs(30),
-                await_condition(api.clone(), &name, conditions::is_crd_established()),
-            )
-            .await
-            .unwrap_or_else(|_| panic!("CRD {name} not Established within 30s"))
-            .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
+            apply_established(client, &crd).await;
         })
         .await;
 }

@@ -42,32 +42,7 @@ where
         + Send
         + 'static,
 {
-    let condition = |object: Option<&K>| {
-        object.is_some_and(|o| is_ready_now(&serde_json::to_value(o).unwrap_or_default()))
-    };
-    match tokio::time::timeout(
-        timeout,
-        kube::runtime::wait::await_condition(api.clone(), name, condition),
-    )
-    .await
-    {
-        Ok(Ok(Some(object))) => object,
-        Ok(Ok(None)) => panic!("{name} was deleted while waiting for Ready"),
-        Ok(Err(e)) => panic!("watching {name}: {e}"),
-        Err(_) => {
-            let last = api
-                .get_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .map(|o| serde_json::to_value(&o).unwrap_or_default());
-            let status = last
-                .as_ref()
-                .map(|v| v["status"].to_string())
-                .unwrap_or_else(|| "absent".into());
-            panic!("{name} not Ready within {timeout:?}; status: {status}")
-        }
-    }
+    until_object(api, name, timeout, "Ready", is_ready_now).await
 }
 
 /// Waits until `name`'s status has been written for its current generation
@@ -83,12 +58,33 @@ where
         + Send
         + 'static,
 {
-    let condition = |object: Option<&K>| {
-        object.is_some_and(|o| {
-            let value = serde_json::to_value(o).unwrap_or_default();
-            !value["metadata"]["generation"].is_null()
-                && value["status"]["observedGeneration"] == value["metadata"]["generation"]
-        })
+    let observed = |value: &serde_json::Value| {
+        !value["metadata"]["generation"].is_null()
+            && value["status"]["observedGeneration"] == value["metadata"]["generation"]
+    };
+    until_object(api, name, timeout, "a status for its generation", observed).await
+}
+
+/// Watches `name` until `holds` is true of it (serialised); panics with `what` and its last
+/// status otherwise.
+async fn until_object<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    holds: fn(&serde_json::Value) -> bool,
+) -> K
+where
+    K: kube::Resource
+        + Clone
+        + Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Send
+        + 'static,
+{
+    let condition = move |object: Option<&K>| {
+        object.is_some_and(|o| holds(&serde_json::to_value(o).unwrap_or_default()))
     };
     match tokio::time::timeout(
         timeout,
@@ -97,9 +93,21 @@ where
     .await
     {
         Ok(Ok(Some(object))) => object,
-        Ok(Ok(None)) => panic!("{name} was deleted while waiting for its status"),
+        Ok(Ok(None)) => panic!("{name} was deleted while waiting for {what}"),
         Ok(Err(e)) => panic!("watching {name}: {e}"),
-        Err(_) => panic!("{name} has no status for its generation after {timeout:?}"),
+        Err(_) => {
+            let last = api
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .map(|o| serde_json::to_value(&o).unwrap_or_default());
+            let status = last
+                .as_ref()
+                .map(|v| v["status"].to_string())
+                .unwrap_or_else(|| "absent".into());
+            panic!("{name} without {what} within {timeout:?}; status: {status}")
+        }
     }
 }
 

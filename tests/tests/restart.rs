@@ -166,24 +166,22 @@ async fn a_restart_on_a_converged_pool_makes_no_writes() {
     let client = cp.client().await;
     crds::ensure_installed(&client).await;
     let dir = examples::saarland_dir();
-    for file in [
-        "00-sites.yaml",
-        "10-baselines.yaml",
-        "20-tenants.yaml",
-        "30-services-land.yaml",
-        "31-services-hochschulen.yaml",
-        "32-services-saarbruecken.yaml",
-        "33-services-kommunen.yaml",
-    ] {
-        cp.kubectl()
-            .ok([
-                "apply",
-                "--server-side",
-                "-f",
-                &dir.join(file).to_string_lossy(),
-            ])
-            .await;
-    }
+    let apply = |files: &'static [&'static str]| {
+        let dir = dir.clone();
+        async move {
+            for file in files {
+                cp.kubectl()
+                    .ok([
+                        "apply",
+                        "--server-side",
+                        "-f",
+                        &dir.join(file).to_string_lossy(),
+                    ])
+                    .await;
+            }
+        }
+    };
+    apply(&["00-sites.yaml", "10-baselines.yaml", "20-tenants.yaml"]).await;
     let names = |kind: &str| -> Vec<(Option<String>, String)> {
         examples::saarland()
             .iter()
@@ -206,6 +204,14 @@ async fn a_restart_on_a_converged_pool_makes_no_writes() {
     for (_, name) in &tenant_names {
         wait::ready(&tenants, name, Duration::from_secs(60)).await;
     }
+    // The services go into the tenants' namespaces, which exist now.
+    apply(&[
+        "30-services-land.yaml",
+        "31-services-hochschulen.yaml",
+        "32-services-saarbruecken.yaml",
+        "33-services-kommunen.yaml",
+    ])
+    .await;
     let service_names = names("PortalService");
     let service_count = service_names.len();
     let baselines: Api<SecurityBaseline> = Api::all(client.clone());

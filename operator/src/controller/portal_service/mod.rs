@@ -241,15 +241,7 @@ async fn reconcile(ps: Arc<PortalService>, ctx: Arc<Context>) -> Result<Action, 
     let observed = match read(&ps, &ctx).and_then(|o| validate(&ps, &o.tenant).map(|()| o)) {
         Ok(observed) => observed,
         Err(error) => {
-            publish(
-                &ctx,
-                &*ps,
-                EventType::Warning,
-                error.reason(),
-                error.to_string(),
-            )
-            .await;
-            write_status(&ps, &ctx, refused_status(&ps, &error)).await?;
+            refuse(&ps, &ctx, &error, &["Ready", "Placed"]).await?;
             return Err(error);
         }
     };
@@ -297,25 +289,7 @@ async fn reconcile(ps: Arc<PortalService>, ctx: Arc<Context>) -> Result<Action, 
         // so and wait for a change of the service or its baseline.
         let error = admission_refusal(error);
         if let Error::Invalid { .. } = &error {
-            publish(
-                &ctx,
-                &*ps,
-                EventType::Warning,
-                error.reason(),
-                error.to_string(),
-            )
-            .await;
-            let mut status = ps.status.clone().unwrap_or_default();
-            status.observed_generation = ps.metadata.generation;
-            for type_ in ["Ready", "Compliant"] {
-                set_condition(
-                    &mut status.conditions,
-                    Condition::new(type_, false, error.reason(), error.to_string()),
-                    ps.metadata.generation,
-                    now,
-                );
-            }
-            write_status(&ps, &ctx, status).await?;
+            refuse(&ps, &ctx, &error, &["Ready", "Compliant"]).await?;
         }
         return Err(error);
     }
@@ -500,25 +474,35 @@ fn admission_refusal(error: Error) -> Error {
     }
 }
 
-/// The status of a service Verbund refuses to run.
-fn refused_status(ps: &PortalService, error: &Error) -> PortalServiceStatus {
+/// Says why Verbund refuses to run a service: a Warning event, and the conditions `types`
+/// False with the error's reason.
+async fn refuse(
+    ps: &PortalService,
+    ctx: &Context,
+    error: &Error,
+    types: &[&'static str],
+) -> Result<(), Error> {
+    publish(
+        ctx,
+        ps,
+        EventType::Warning,
+        error.reason(),
+        error.to_string(),
+    )
+    .await;
     let generation = ps.metadata.generation;
     let mut status = ps.status.clone().unwrap_or_default();
     status.observed_generation = generation;
     let now = k8s_openapi::jiff::Timestamp::now();
-    set_condition(
-        &mut status.conditions,
-        Condition::new("Ready", false, error.reason(), error.to_string()),
-        generation,
-        now,
-    );
-    set_condition(
-        &mut status.conditions,
-        Condition::new("Placed", false, error.reason(), error.to_string()),
-        generation,
-        now,
-    );
-    status
+    for type_ in types {
+        set_condition(
+            &mut status.conditions,
+            Condition::new(type_, false, error.reason(), error.to_string()),
+            generation,
+            now,
+        );
+    }
+    write_status(ps, ctx, status).await
 }
 
 fn build_status(
