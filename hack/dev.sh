@@ -22,7 +22,7 @@ node_cpu=64 node_memory=512Gi node_pods=110
 
 say() { printf '\033[1m[dev]\033[0m %s\n' "$*"; }
 
-bin_dir() { "$root/hack/tools/build.sh" --bin-dir; }
+bin_dir() { "$root/hack/tools/build.sh" --bin-dir 2> >(grep -v 'up to date' >&2); }
 
 operator_running() {
   [[ -f "$dev/operator.pid" ]] && kill -0 "$(cat "$dev/operator.pid")" 2>/dev/null
@@ -38,7 +38,7 @@ down() {
   rm -f "$dev/operator.pid"
   if [[ -d "$KWOK_WORKDIR/clusters/$cluster" ]]; then
     say "deleting the simulated cluster"
-    "$(bin_dir)/kwokctl" delete cluster --name "$cluster" >/dev/null
+    "$(bin_dir)/kwokctl" delete cluster --name "$cluster" >>"$dev/kwokctl.log" 2>&1
   fi
   say "nothing of the local pool is running any more"
 }
@@ -114,7 +114,8 @@ up() {
       --kube-controller-manager-binary "$bins/kube-controller-manager" \
       --kube-scheduler-binary "$bins/kube-scheduler" \
       --kwok-controller-binary "$bins/kwok" --etcd-binary "$bins/etcd" \
-      --kube-authorization --kube-admission --config "$dev/kwokctl.yaml" --wait 120s >/dev/null
+      --kube-authorization --kube-admission --config "$dev/kwokctl.yaml" --wait 120s \
+      >"$dev/kwokctl.log" 2>&1 || { tail -20 "$dev/kwokctl.log"; exit 1; }
   fi
   local k=(kubectl --kubeconfig "$kubeconfig")
   say "three sites of fake rack servers"
@@ -140,10 +141,17 @@ up() {
     sleep 0.2
   done
 
-  say "applying examples/saarland/"
-  "${k[@]}" apply --server-side -f "$root/examples/saarland/" >/dev/null
-  say "waiting until sites, tenants, baselines and portal services are Ready"
+  say "applying examples/saarland/: sites, baselines, tenants"
+  local ex="$root/examples/saarland"
+  for f in "$ex"/00-*.yaml "$ex"/10-*.yaml "$ex"/20-*.yaml; do
+    "${k[@]}" apply --server-side -f "$f" >/dev/null
+  done
   "${k[@]}" wait --for=condition=Ready site,tenant,securitybaseline --all --timeout=180s >/dev/null
+  say "applying the portal services into the tenants' namespaces"
+  for f in "$ex"/3*.yaml; do
+    "${k[@]}" apply --server-side -f "$f" >/dev/null
+  done
+  say "waiting until every portal service is Ready"
   "${k[@]}" wait --for=condition=Ready portalservice --all -A --timeout=300s >/dev/null
   tour
 }
