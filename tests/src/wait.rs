@@ -29,18 +29,29 @@ where
     }
 }
 
-/// Waits until `name` reports condition `Ready` = True for its current generation
-/// (`status.observedGeneration` and the condition's `observedGeneration` both equal
-/// `metadata.generation`). Returns the object as it was then.
-pub async fn ready<K>(api: &kube::Api<K>, name: &str, timeout: Duration) -> K
-where
+/// What the waits can watch and report on: a kind that serialises both ways.
+pub trait Watchable:
+    kube::Resource + Clone + Debug + serde::de::DeserializeOwned + serde::Serialize + Send + 'static
+{
+}
+
+impl<K> Watchable for K where
     K: kube::Resource
         + Clone
         + Debug
         + serde::de::DeserializeOwned
         + serde::Serialize
         + Send
-        + 'static,
+        + 'static
+{
+}
+
+/// Waits until `name` reports condition `Ready` = True for its current generation
+/// (`status.observedGeneration` and the condition's `observedGeneration` both equal
+/// `metadata.generation`). Returns the object as it was then.
+pub async fn ready<K>(api: &kube::Api<K>, name: &str, timeout: Duration) -> K
+where
+    K: Watchable,
 {
     until_object(api, name, timeout, "Ready", is_ready_now).await
 }
@@ -50,13 +61,7 @@ where
 /// has reconciled it at least once since its last change.
 pub async fn observed<K>(api: &kube::Api<K>, name: &str, timeout: Duration) -> K
 where
-    K: kube::Resource
-        + Clone
-        + Debug
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + Send
-        + 'static,
+    K: Watchable,
 {
     let observed = |value: &serde_json::Value| {
         !value["metadata"]["generation"].is_null()
@@ -75,13 +80,7 @@ async fn until_object<K>(
     holds: fn(&serde_json::Value) -> bool,
 ) -> K
 where
-    K: kube::Resource
-        + Clone
-        + Debug
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + Send
-        + 'static,
+    K: Watchable,
 {
     let condition = move |object: Option<&K>| {
         object.is_some_and(|o| holds(&serde_json::to_value(o).unwrap_or_default()))

@@ -361,15 +361,29 @@ fn compliance_findings(
 /// Applies `object` if it differs from what `store` holds (or someone else changed it).
 async fn apply_if_changed<K, S>(ctx: &Context, store: &Store<S>, object: K) -> Result<(), Error>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
+    K: NamespacedChild,
     S: Resource<DynamicType = ()> + Clone + 'static,
 {
     apply_if_changed_then(ctx, store, object, |_, _| {}).await
+}
+
+/// A namespaced kind Verbund renders and applies.
+trait NamespacedChild:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> NamespacedChild for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+{
 }
 
 /// Like `apply_if_changed`; `finish` sets fields that do not count as a change (they are
@@ -381,12 +395,7 @@ async fn apply_if_changed_then<K, S>(
     finish: impl FnOnce(&mut K, Option<&S>),
 ) -> Result<(), Error>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
-    K::DynamicType: Default,
+    K: NamespacedChild,
     S: Resource<DynamicType = ()> + Clone + 'static,
 {
     let hash = meta::stamp(&mut object);
