@@ -11,16 +11,27 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::{CacheHealth, STALL_AFTER};
 use crate::metrics::Metrics;
 
-/// What `/readyz` reports: ready once every cache has synced, and no longer once shutdown starts.
-#[derive(Debug, Default)]
+/// What `/readyz` reports: ready once every cache has synced, as long as no watch has been
+/// failing for longer than `cache::STALL_AFTER`, and no longer once shutdown starts.
+#[derive(Debug)]
 pub struct Health {
     synced: AtomicBool,
     shutting_down: AtomicBool,
+    caches: CacheHealth,
 }
 
 impl Health {
+    pub fn new(caches: CacheHealth) -> Self {
+        Self {
+            synced: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            caches,
+        }
+    }
+
     /// Called once every watch the operator depends on has delivered its first full list.
     pub fn mark_synced(&self) {
         self.synced.store(true, Ordering::SeqCst);
@@ -31,9 +42,16 @@ impl Health {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
-    /// True while the operator can serve: synced and not shutting down.
-    pub fn is_ready(&self) -> bool {
-        self.synced.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
+    /// Why the operator cannot serve now; None when it can.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Some("shutting down".into());
+        }
+        if !self.synced.load(Ordering::SeqCst) {
+            return Some("caches not synced yet".into());
+        }
+        let stalled = self.caches.stalled(STALL_AFTER);
+        (!stalled.is_empty()).then(|| format!("watches failing: {}", stalled.join(", ")))
     }
 }
 
@@ -66,10 +84,9 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    match state.health.not_ready() {
+        None => (StatusCode::OK, "ok".to_string()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")),
     }
 }
 

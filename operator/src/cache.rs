@@ -1,57 +1,156 @@
-//! The shared reflector caches: one watch per kind for the whole operator, fanned out to
-//! every controller that needs it. Controllers, the gRPC catalogue and the metrics read these
-//! stores; nothing reads the API server per request.
+//! The shared caches: one watch per kind for the whole operator. Controllers, the catalogue and
+//! the metrics read these stores; nothing reads the API server per request.
+//!
+//! Each cache is a reflector store kept by its own watch, plus a broadcast of changes that the
+//! controllers' triggers subscribe to. The broadcast never waits for a subscriber: one that
+//! falls more than [`CHANGES_BUFFER`] changes behind is told so, counts the lag
+//! (`verbund_cache_lagged_changes_total`) and is handed every cached object once instead (a
+//! resync), so no subscriber can stall a watch for the others and none misses a change.
 //!
 //! Objects are trimmed before they are stored (DESIGN §7): managed field sets are dropped
 //! everywhere, pods keep only what placement and accounting need, and Verbund's own children
 //! are watched metadata-only, filtered to `app.kubernetes.io/managed-by=verbund-operator`.
+//! Verbund's own kinds are decoded one by one: an object the types cannot read is skipped and
+//! reported (log, metric, and a Warning Event through [`Caches::undecodable`]), never fatal to
+//! its watch.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    LimitRange, Namespace, Node, Pod, ResourceQuota, Service, ServiceAccount,
+    LimitRange, Namespace, Node, ObjectReference, Pod, ResourceQuota, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::core::PartialObjectMeta;
+use kube::core::error_boundary::InvalidObject;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::reflector::store::Writer;
-use kube::runtime::reflector::{self, ReflectHandle, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::api::{PortalService, SecurityBaseline, Site, Tenant};
 use crate::meta::{managed_selector, strip_managed_fields};
+use crate::metrics::Metrics;
 
-/// Buffer of each shared stream: how far a slow subscriber may fall behind before the watch
-/// waits for it.
-const BUFFER: usize = 1024;
+/// How many changes a subscriber may fall behind before it is resynced.
+pub const CHANGES_BUFFER: usize = 8192;
 
-/// One shared cache: the store to read, and the writer until the watch starts.
-struct Shared<K: Resource + Clone + 'static>
+/// How long a watch may fail without a break before the operator reports itself not ready.
+pub const STALL_AFTER: Duration = Duration::from_secs(60);
+
+/// An object of Verbund's own kinds that the types cannot decode.
+#[derive(Debug, Clone)]
+pub struct Undecodable {
+    pub reference: ObjectReference,
+    /// What the decoder said.
+    pub error: String,
+}
+
+/// The state of one watch, for `/readyz` and the logs.
+#[derive(Debug, Default)]
+struct WatchHealth {
+    /// When the watch started failing, while it keeps failing.
+    failing_since: Mutex<Option<Instant>>,
+}
+
+impl WatchHealth {
+    fn ok(&self) {
+        if let Ok(mut since) = self.failing_since.lock() {
+            *since = None;
+        }
+    }
+
+    /// Records a failure; true when it is the first of a run.
+    fn failed(&self) -> bool {
+        match self.failing_since.lock() {
+            Ok(mut since) => {
+                let first = since.is_none();
+                since.get_or_insert_with(Instant::now);
+                first
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn stalled(&self, after: Duration) -> bool {
+        self.failing_since
+            .lock()
+            .ok()
+            .and_then(|since| *since)
+            .is_some_and(|t| t.elapsed() >= after)
+    }
+}
+
+/// One cache: the store to read, its writer until the watch starts, and the change broadcast.
+struct Cache<K: Resource + Clone + 'static>
 where
     K::DynamicType: std::hash::Hash + Eq + Clone,
 {
     store: Store<K>,
     writer: Writer<K>,
+    changes: broadcast::Sender<Arc<K>>,
+    health: Arc<WatchHealth>,
 }
 
-impl<K> Shared<K>
+impl<K> Cache<K>
 where
-    K: Resource + Clone + 'static,
+    K: Resource + Clone + Send + Sync + 'static,
     K::DynamicType: std::hash::Hash + Eq + Clone + Default,
 {
     fn new() -> Self {
-        let (store, writer) = reflector::store_shared(BUFFER);
-        Self { store, writer }
+        let writer = Writer::default();
+        let (changes, _) = broadcast::channel(CHANGES_BUFFER);
+        Self {
+            store: writer.as_reader(),
+            writer,
+            changes,
+            health: Arc::default(),
+        }
+    }
+
+    /// A stream of changed objects; after falling behind, every cached object once.
+    fn subscribe(&self, kind: &'static str, metrics: Arc<Metrics>) -> Subscription<K> {
+        let receiver = self.changes.subscribe();
+        let store = self.store.clone();
+        futures::stream::unfold(receiver, move |mut receiver| {
+            let (store, metrics) = (store.clone(), metrics.clone());
+            async move {
+                match receiver.recv().await {
+                    Ok(object) => Some((vec![object], receiver)),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        metrics
+                            .cache_lagged_changes
+                            .with_label_values(&[kind])
+                            .inc_by(missed);
+                        warn!(
+                            kind,
+                            missed, "a controller fell behind the {kind} changes; resyncing it"
+                        );
+                        Some((store.state(), receiver))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => None,
+                }
+            }
+        })
+        .flat_map(futures::stream::iter)
+        .boxed()
     }
 }
+
+/// A subscription to one cache's changes, for a controller's trigger.
+pub type Subscription<K> = BoxStream<'static, Arc<K>>;
 
 /// Read handles of every cache.
 #[derive(Clone)]
@@ -81,252 +180,310 @@ impl std::fmt::Debug for Stores {
     }
 }
 
-impl Stores {
-    /// Waits until every cache has received its first full list.
-    pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
-        self.sites.wait_until_ready().await?;
-        self.tenants.wait_until_ready().await?;
-        self.baselines.wait_until_ready().await?;
-        self.portal_services.wait_until_ready().await?;
-        self.nodes.wait_until_ready().await?;
-        self.pods.wait_until_ready().await?;
-        self.namespaces.wait_until_ready().await?;
-        self.quotas.wait_until_ready().await?;
-        self.limit_ranges.wait_until_ready().await?;
-        self.role_bindings.wait_until_ready().await?;
-        self.network_policies.wait_until_ready().await?;
-        self.deployments.wait_until_ready().await?;
-        self.services.wait_until_ready().await?;
-        self.service_accounts.wait_until_ready().await?;
-        self.autoscalers.wait_until_ready().await?;
-        self.disruption_budgets.wait_until_ready().await?;
-        self.ingresses.wait_until_ready().await
-    }
+/// How a cache's kind is watched: which objects, and what is kept of each.
+struct Watch<K> {
+    kind: &'static str,
+    config: watcher::Config,
+    trim: fn(&mut K),
 }
 
-/// The caches before their watches start: subscribe controllers, then [`Caches::run`].
-#[allow(missing_debug_implementations)] // holds writers and channels; nothing useful to print
-pub struct Caches {
-    client: Client,
-    sites: Shared<Site>,
-    tenants: Shared<Tenant>,
-    baselines: Shared<SecurityBaseline>,
-    portal_services: Shared<PortalService>,
-    nodes: Shared<Node>,
-    pods: Shared<Pod>,
-    namespaces: Shared<PartialObjectMeta<Namespace>>,
-    quotas: Shared<ResourceQuota>,
-    limit_ranges: Shared<PartialObjectMeta<LimitRange>>,
-    role_bindings: Shared<PartialObjectMeta<RoleBinding>>,
-    network_policies: Shared<PartialObjectMeta<NetworkPolicy>>,
-    deployments: Shared<Deployment>,
-    services: Shared<PartialObjectMeta<Service>>,
-    service_accounts: Shared<PartialObjectMeta<ServiceAccount>>,
-    autoscalers: Shared<PartialObjectMeta<HorizontalPodAutoscaler>>,
-    disruption_budgets: Shared<PartialObjectMeta<PodDisruptionBudget>>,
-    ingresses: Shared<PartialObjectMeta<Ingress>>,
-}
+/// Declares the caches once: their fields, kinds, and how each is watched.
+macro_rules! caches {
+    ($( $field:ident: $kind:ty = $watch:ident($selector:ident, $trim:path) ),* $(,)?) => {
+        /// The caches before their watches start: subscribe controllers, then [`Caches::run`].
+        #[allow(missing_debug_implementations)] // holds writers and channels; nothing useful to print
+        pub struct Caches {
+            client: Client,
+            metrics: Arc<Metrics>,
+            undecodable: mpsc::UnboundedSender<Undecodable>,
+            undecodable_rx: Mutex<Option<mpsc::UnboundedReceiver<Undecodable>>>,
+            $( $field: Cache<$kind>, )*
+        }
 
-/// A subscription to one shared watch, for a controller's trigger.
-pub type Subscription<K> = ReflectHandle<K>;
-
-macro_rules! subscribe {
-    ($($field:ident: $kind:ty),* $(,)?) => {
         impl Caches {
+            pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+                let (undecodable, undecodable_rx) = mpsc::unbounded_channel();
+                Self {
+                    client,
+                    metrics,
+                    undecodable,
+                    undecodable_rx: Mutex::new(Some(undecodable_rx)),
+                    $( $field: Cache::new(), )*
+                }
+            }
+
+            pub fn stores(&self) -> Stores {
+                Stores { $( $field: self.$field.store.clone(), )* }
+            }
+
             $(
-                /// A subscription to this cache's watch events.
+                /// A subscription to this cache's changes.
                 pub fn $field(&self) -> Subscription<$kind> {
-                    // `subscribe` is None only for a writer not made shared, which `Shared::new` rules out.
-                    self.$field.writer.subscribe().unwrap_or_else(|| unreachable!("shared writer"))
+                    self.$field.subscribe(stringify!($field), self.metrics.clone())
                 }
             )*
+
+            /// Checks of every watch's health, to be polled by `/readyz`.
+            pub fn health(&self) -> CacheHealth {
+                CacheHealth {
+                    watches: vec![ $( (stringify!($field), self.$field.health.clone()), )* ],
+                }
+            }
+
+            /// Runs every watch until `shutdown`; returns early only if a watch ends by itself.
+            pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+                let all = watcher::Config::default();
+                let managed = watcher::Config::default().labels(&managed_selector());
+                let Caches { client, metrics, undecodable, $( $field, )* .. } = self;
+                let sink = Sink { client, metrics, undecodable };
+                let watches: Vec<BoxFuture<'static, &'static str>> = vec![
+                    $( $watch(
+                        &sink,
+                        $field,
+                        Watch { kind: stringify!($field), config: $selector(&all, &managed), trim: $trim },
+                    ), )*
+                ];
+                tokio::select! {
+                    (ended, _, _) = futures::future::select_all(watches) => {
+                        anyhow::bail!("the {ended} watch ended")
+                    }
+                    _ = shutdown.cancelled() => Ok(()),
+                }
+            }
+        }
+
+        impl Stores {
+            /// Waits until every cache has received its first full list.
+            pub async fn wait_until_ready(&self) -> Result<(), kube::runtime::reflector::store::WriterDropped> {
+                $( self.$field.wait_until_ready().await?; )*
+                Ok(())
+            }
+
+            /// Objects per cache, for the metrics.
+            pub fn sizes(&self) -> Vec<(&'static str, usize)> {
+                vec![ $( (stringify!($field), self.$field.len()), )* ]
+            }
         }
     };
 }
 
-subscribe!(
-    sites: Site,
-    tenants: Tenant,
-    baselines: SecurityBaseline,
-    portal_services: PortalService,
-    nodes: Node,
-    pods: Pod,
-    namespaces: PartialObjectMeta<Namespace>,
-    quotas: ResourceQuota,
-    limit_ranges: PartialObjectMeta<LimitRange>,
-    role_bindings: PartialObjectMeta<RoleBinding>,
-    network_policies: PartialObjectMeta<NetworkPolicy>,
-    deployments: Deployment,
-    services: PartialObjectMeta<Service>,
-    service_accounts: PartialObjectMeta<ServiceAccount>,
-    autoscalers: PartialObjectMeta<HorizontalPodAutoscaler>,
-    disruption_budgets: PartialObjectMeta<PodDisruptionBudget>,
-    ingresses: PartialObjectMeta<Ingress>,
+fn all(all: &watcher::Config, _: &watcher::Config) -> watcher::Config {
+    all.clone()
+}
+
+fn managed(_: &watcher::Config, managed: &watcher::Config) -> watcher::Config {
+    managed.clone()
+}
+
+caches!(
+    sites: Site = guarded(all, strip),
+    tenants: Tenant = guarded(all, strip),
+    baselines: SecurityBaseline = guarded(all, strip),
+    portal_services: PortalService = guarded(all, strip),
+    nodes: Node = plain(all, strip_node),
+    pods: Pod = plain(all, strip_pod),
+    namespaces: PartialObjectMeta<Namespace> = plain(managed, strip),
+    quotas: ResourceQuota = plain(managed, strip),
+    limit_ranges: PartialObjectMeta<LimitRange> = plain(managed, strip),
+    role_bindings: PartialObjectMeta<RoleBinding> = plain(managed, strip),
+    network_policies: PartialObjectMeta<NetworkPolicy> = plain(managed, strip),
+    deployments: Deployment = plain(managed, strip_deployment),
+    services: PartialObjectMeta<Service> = plain(managed, strip),
+    service_accounts: PartialObjectMeta<ServiceAccount> = plain(managed, strip),
+    autoscalers: PartialObjectMeta<HorizontalPodAutoscaler> = plain(managed, strip),
+    disruption_budgets: PartialObjectMeta<PodDisruptionBudget> = plain(managed, strip),
+    ingresses: PartialObjectMeta<Ingress> = plain(managed, strip),
 );
 
-impl Caches {
-    pub fn new(client: Client) -> Self {
-        Self {
-            client,
-            sites: Shared::new(),
-            tenants: Shared::new(),
-            baselines: Shared::new(),
-            portal_services: Shared::new(),
-            nodes: Shared::new(),
-            pods: Shared::new(),
-            namespaces: Shared::new(),
-            quotas: Shared::new(),
-            limit_ranges: Shared::new(),
-            role_bindings: Shared::new(),
-            network_policies: Shared::new(),
-            deployments: Shared::new(),
-            services: Shared::new(),
-            service_accounts: Shared::new(),
-            autoscalers: Shared::new(),
-            disruption_budgets: Shared::new(),
-            ingresses: Shared::new(),
-        }
-    }
+/// The health of every watch, for `/readyz`.
+#[derive(Debug, Clone)]
+pub struct CacheHealth {
+    watches: Vec<(&'static str, Arc<WatchHealth>)>,
+}
 
-    pub fn stores(&self) -> Stores {
-        Stores {
-            sites: self.sites.store.clone(),
-            tenants: self.tenants.store.clone(),
-            baselines: self.baselines.store.clone(),
-            portal_services: self.portal_services.store.clone(),
-            nodes: self.nodes.store.clone(),
-            pods: self.pods.store.clone(),
-            namespaces: self.namespaces.store.clone(),
-            quotas: self.quotas.store.clone(),
-            limit_ranges: self.limit_ranges.store.clone(),
-            role_bindings: self.role_bindings.store.clone(),
-            network_policies: self.network_policies.store.clone(),
-            deployments: self.deployments.store.clone(),
-            services: self.services.store.clone(),
-            service_accounts: self.service_accounts.store.clone(),
-            autoscalers: self.autoscalers.store.clone(),
-            disruption_budgets: self.disruption_budgets.store.clone(),
-            ingresses: self.ingresses.store.clone(),
-        }
-    }
-
-    /// Runs every watch until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let c = &self.client;
-        let all = watcher::Config::default();
-        let managed = watcher::Config::default().labels(&managed_selector());
-        let watches: Vec<BoxFuture<'static, ()>> = vec![
-            reflect(Api::all(c.clone()), all.clone(), self.sites.writer, strip),
-            reflect(Api::all(c.clone()), all.clone(), self.tenants.writer, strip),
-            reflect(
-                Api::all(c.clone()),
-                all.clone(),
-                self.baselines.writer,
-                strip,
-            ),
-            reflect(
-                Api::all(c.clone()),
-                all.clone(),
-                self.portal_services.writer,
-                strip,
-            ),
-            reflect(
-                Api::all(c.clone()),
-                all.clone(),
-                self.nodes.writer,
-                strip_node,
-            ),
-            reflect(Api::all(c.clone()), all, self.pods.writer, strip_pod),
-            reflect(
-                Api::all(c.clone()),
-                managed.clone(),
-                self.namespaces.writer,
-                strip,
-            ),
-            reflect(
-                Api::all(c.clone()),
-                managed.clone(),
-                self.quotas.writer,
-                strip,
-            ),
-            reflect(
-                Api::all(c.clone()),
-                managed.clone(),
-                self.limit_ranges.writer,
-                strip,
-            ),
-            reflect(
-                Api::all(c.clone()),
-                managed.clone(),
-                self.role_bindings.writer,
-                strip,
-            ),
-            reflect(
-                Api::all(c.clone()),
-                managed.clone(),
-                self.network_policies.writer,
-                strip,
-            ),
-            reflect(
-                Api::all(c.clone()),
-                managed.clone(),
-                self.deployments.writer,
-                strip_deployment,
-            ),
-            reflect(
-                Api::all(c.clone()),
-                managed.clone(),
-                self.services.writer,
-                strip,
-            ),
-            reflect(
-                Api::all(c.clone()),
-                managed.clone(),
-                self.service_accounts.writer,
-                strip,
-            ),
-            reflect(
-                Api::all(c.clone()),
-                managed.clone(),
-                self.autoscalers.writer,
-                strip,
-            ),
-            reflect(
-                Api::all(c.clone()),
-                managed.clone(),
-                self.disruption_budgets.writer,
-                strip,
-            ),
-            reflect(Api::all(c.clone()), managed, self.ingresses.writer, strip),
-        ];
-        tokio::select! {
-            _ = futures::future::join_all(watches) => {},
-            _ = shutdown.cancelled() => {},
-        }
+impl CacheHealth {
+    /// The caches whose watch has been failing for longer than `after`.
+    pub fn stalled(&self, after: Duration) -> Vec<&'static str> {
+        self.watches
+            .iter()
+            .filter(|(_, h)| h.stalled(after))
+            .map(|(name, _)| *name)
+            .collect()
     }
 }
 
-/// Keeps one watch's cache current, trimming each object with `trim` before storing it.
-fn reflect<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    writer: Writer<K>,
-    trim: fn(&mut K),
-) -> BoxFuture<'static, ()>
+impl Caches {
+    /// Objects of Verbund's kinds the types could not decode, as they are found (once).
+    pub fn undecodable(&self) -> Option<mpsc::UnboundedReceiver<Undecodable>> {
+        self.undecodable_rx.lock().ok()?.take()
+    }
+}
+
+/// What every watch shares.
+struct Sink {
+    client: Client,
+    metrics: Arc<Metrics>,
+    undecodable: mpsc::UnboundedSender<Undecodable>,
+}
+
+/// Watches a built-in kind: every object decodes.
+fn plain<K>(sink: &Sink, cache: Cache<K>, watch: Watch<K>) -> BoxFuture<'static, &'static str>
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: std::hash::Hash + Eq + Clone + Default,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    watcher(api, config)
-        .default_backoff()
-        .modify(trim)
-        .reflect_shared(writer)
-        .for_each(|event| async move {
-            if let Err(error) = event {
-                warn!(kind = %K::kind(&Default::default()), %error, "watch failed; retrying");
+    let api: Api<K> = Api::all(sink.client.clone());
+    keep(api, cache, watch, sink, |raw: K| Ok(raw))
+}
+
+/// Watches one of Verbund's kinds, decoding each object on its own.
+fn guarded<K>(sink: &Sink, cache: Cache<K>, watch: Watch<K>) -> BoxFuture<'static, &'static str>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let api: Api<DeserializeGuard<K>> = Api::all(sink.client.clone());
+    keep(api, cache, watch, sink, |raw: DeserializeGuard<K>| {
+        raw.0.map_err(Box::new)
+    })
+}
+
+/// The reference of a (possibly undecodable) object in a cache of `K`.
+fn reference_of<K: Resource<DynamicType = ()>, Raw: Resource>(raw: &Raw) -> ObjectRef<K> {
+    ObjectRef::<K>::new(&raw.name_any()).within_opt(raw.namespace().as_deref())
+}
+
+/// Keeps one cache current from its watch: decode, trim, store, broadcast.
+fn keep<Raw, K>(
+    api: Api<Raw>,
+    cache: Cache<K>,
+    watch: Watch<K>,
+    sink: &Sink,
+    decode: fn(Raw) -> Result<K, Box<InvalidObject>>,
+) -> BoxFuture<'static, &'static str>
+where
+    Raw: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
+{
+    let Cache {
+        store,
+        mut writer,
+        changes,
+        health,
+    } = cache;
+    let Watch { kind, config, trim } = watch;
+    let (metrics, undecodable) = (sink.metrics.clone(), sink.undecodable.clone());
+    let mut invalid: HashMap<ObjectRef<K>, String> = HashMap::new();
+    async move {
+        let mut events = watcher(api, config).default_backoff().boxed();
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(error) => {
+                    metrics.cache_watch_errors.with_label_values(&[kind]).inc();
+                    if health.failed() {
+                        warn!(kind, %error, "watch failed; retrying with backoff");
+                    }
+                    continue;
+                }
+            };
+            health.ok();
+            // Decode each object; an undecodable one is reported, and its last good version
+            // (if any) leaves the store, since it no longer says what is stored.
+            let mut decoded = |raw: Raw| -> Result<K, ObjectRef<K>> {
+                let reference = reference_of::<K, Raw>(&raw);
+                match decode(raw) {
+                    Ok(mut object) => {
+                        invalid.remove(&reference);
+                        trim(&mut object);
+                        Ok(object)
+                    }
+                    Err(bad) => {
+                        if invalid.get(&reference) != Some(&bad.error) {
+                            warn!(kind, object = %reference, error = %bad.error, "cannot decode; skipped");
+                            let _ = undecodable.send(Undecodable {
+                                reference: ObjectReference {
+                                    api_version: Some(K::api_version(&()).into_owned()),
+                                    kind: Some(K::kind(&()).into_owned()),
+                                    name: bad.metadata.name.clone(),
+                                    namespace: bad.metadata.namespace.clone(),
+                                    uid: bad.metadata.uid.clone(),
+                                    ..Default::default()
+                                },
+                                error: bad.error.clone(),
+                            });
+                            invalid.insert(reference.clone(), bad.error.clone());
+                        }
+                        Err(reference)
+                    }
+                }
+            };
+            let event = match event {
+                watcher::Event::Apply(raw) => match decoded(raw) {
+                    Ok(object) => watcher::Event::Apply(object),
+                    Err(reference) => match store.get(&reference) {
+                        Some(stale) => watcher::Event::Delete((*stale).clone()),
+                        None => continue,
+                    },
+                },
+                watcher::Event::InitApply(raw) => match decoded(raw) {
+                    Ok(object) => watcher::Event::InitApply(object),
+                    Err(_) => continue,
+                },
+                watcher::Event::Delete(raw) => {
+                    let reference = reference_of::<K, Raw>(&raw);
+                    invalid.remove(&reference);
+                    match store.get(&reference) {
+                        Some(stored) => watcher::Event::Delete((*stored).clone()),
+                        None => continue,
+                    }
+                }
+                watcher::Event::Init => watcher::Event::Init,
+                watcher::Event::InitDone => watcher::Event::InitDone,
+            };
+            writer.apply_watcher_event(&event);
+            metrics
+                .invalid_objects
+                .with_label_values(&[kind])
+                .set(invalid.len() as i64);
+            metrics
+                .cache_objects
+                .with_label_values(&[kind])
+                .set(store.len() as i64);
+            // Tell the subscribers. Nobody listening is fine; a full buffer drops the oldest
+            // change and the slow subscriber resyncs.
+            match event {
+                watcher::Event::Apply(object) => {
+                    let current = store.get(&ObjectRef::from_obj(&object));
+                    let _ = changes.send(current.unwrap_or_else(|| Arc::new(object)));
+                }
+                watcher::Event::Delete(object) => {
+                    let _ = changes.send(Arc::new(object));
+                }
+                watcher::Event::InitDone => {
+                    info!(kind, objects = store.len(), "cache synced");
+                    for object in store.state() {
+                        let _ = changes.send(object);
+                    }
+                }
+                watcher::Event::Init | watcher::Event::InitApply(_) => {}
             }
-        })
-        .boxed()
+        }
+        kind
+    }
+    .boxed()
+}
+
+/// `ObjectRef::within` for an optional namespace.
+trait WithinOpt {
+    fn within_opt(self, namespace: Option<&str>) -> Self;
+}
+
+impl<K: Resource> WithinOpt for ObjectRef<K> {
+    fn within_opt(self, namespace: Option<&str>) -> Self {
+        match namespace {
+            Some(ns) => self.within(ns),
+            None => self,
+        }
+    }
 }
 
 fn strip<K: Resource>(object: &mut K) {

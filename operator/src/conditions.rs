@@ -1,14 +1,105 @@
-//! Standard conditions: set one without losing when it last changed.
+//! Standard conditions: the types and reasons Verbund sets, in one place, and a pure
+//! `set_condition` that keeps `lastTransitionTime` unless the status flips.
+//!
+//! When a reconcile fails, the failed condition's reason is the error's category (see
+//! `controller::error`); every other reason is one of [`reason`]. The README lists them all.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+
+/// Condition types.
+pub mod kind {
+    /// Every kind: the object is in the state its spec asks for.
+    pub const READY: &str = "Ready";
+    /// Site: some of its nodes are not Ready.
+    pub const DEGRADED: &str = "Degraded";
+    /// Site: cordoned by its operator (no new placements, services move away).
+    pub const CORDONED: &str = "Cordoned";
+    /// Tenant: the tenant uses all of a resource of its quota.
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+    /// PortalService: at least one site may run it.
+    pub const PLACED: &str = "Placed";
+    /// PortalService and SecurityBaseline: what runs satisfies the baseline.
+    pub const COMPLIANT: &str = "Compliant";
+    /// PortalService: the tenant's quota caps the autoscaler below `spec.replicas.max`.
+    pub const SCALING_LIMITED: &str = "ScalingLimited";
+
+    /// Every condition type, for documentation and tests.
+    pub const ALL: [&str; 7] = [
+        READY,
+        DEGRADED,
+        CORDONED,
+        QUOTA_EXCEEDED,
+        PLACED,
+        COMPLIANT,
+        SCALING_LIMITED,
+    ];
+}
+
+/// Condition reasons of a reconcile that went through (failures use the error's category).
+pub mod reason {
+    // Site
+    pub const NODES_READY: &str = "NodesReady";
+    pub const NO_READY_NODES: &str = "NoReadyNodes";
+    pub const ALL_NODES_READY: &str = "AllNodesReady";
+    pub const NODES_NOT_READY: &str = "NodesNotReady";
+    pub const CORDONED: &str = "Cordoned";
+    pub const NOT_CORDONED: &str = "NotCordoned";
+    // Tenant
+    pub const RECONCILED: &str = "Reconciled";
+    pub const BASELINE_NOT_FOUND: &str = "BaselineNotFound";
+    pub const WITHIN_QUOTA: &str = "WithinQuota";
+    pub const QUOTA_EXHAUSTED: &str = "QuotaExhausted";
+    // PortalService
+    pub const AVAILABLE: &str = "Available";
+    pub const PODS_NOT_READY: &str = "PodsNotReady";
+    pub const PLACED: &str = "Placed";
+    pub const NO_ELIGIBLE_SITE: &str = "NoEligibleSite";
+    pub const TENANT_QUOTA: &str = "TenantQuota";
+    pub const BASELINE_SATISFIED: &str = "BaselineSatisfied";
+    pub const BASELINE_VIOLATED: &str = "BaselineViolated";
+    // SecurityBaseline
+    pub const POLICY_ACTIVE: &str = "PolicyActive";
+    pub const POLICY_PENDING: &str = "PolicyPending";
+    pub const POLICY_REJECTED: &str = "PolicyRejected";
+    pub const POLICY_TYPE_CHECK_FAILED: &str = "PolicyTypeCheckFailed";
+    pub const NO_VIOLATIONS: &str = "NoViolations";
+    pub const VIOLATIONS_FOUND: &str = "ViolationsFound";
+
+    /// Every reason, for documentation and tests.
+    pub const ALL: [&str; 23] = [
+        NODES_READY,
+        NO_READY_NODES,
+        ALL_NODES_READY,
+        NODES_NOT_READY,
+        CORDONED,
+        NOT_CORDONED,
+        RECONCILED,
+        BASELINE_NOT_FOUND,
+        WITHIN_QUOTA,
+        QUOTA_EXHAUSTED,
+        AVAILABLE,
+        PODS_NOT_READY,
+        PLACED,
+        NO_ELIGIBLE_SITE,
+        TENANT_QUOTA,
+        BASELINE_SATISFIED,
+        BASELINE_VIOLATED,
+        POLICY_ACTIVE,
+        POLICY_PENDING,
+        POLICY_REJECTED,
+        POLICY_TYPE_CHECK_FAILED,
+        NO_VIOLATIONS,
+        VIOLATIONS_FOUND,
+    ];
+}
 
 /// A condition as a controller wants it; `set_condition` turns it into a `metav1.Condition`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
     pub type_: &'static str,
     pub status: bool,
-    pub reason: String,
+    pub reason: &'static str,
     pub message: String,
 }
 
@@ -16,13 +107,13 @@ impl Desired {
     pub fn new(
         type_: &'static str,
         status: bool,
-        reason: impl Into<String>,
+        reason: &'static str,
         message: impl Into<String>,
     ) -> Self {
         Self {
             type_,
             status,
-            reason: reason.into(),
+            reason,
             message: message.into(),
         }
     }
@@ -45,7 +136,7 @@ pub fn set_condition(
     let condition = Condition {
         type_: desired.type_.to_string(),
         status,
-        reason: desired.reason,
+        reason: desired.reason.to_string(),
         message: desired.message,
         observed_generation: generation,
         last_transition_time,
@@ -64,6 +155,19 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
 /// True when the condition of `type_` is present and True.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     find(conditions, type_).is_some_and(|c| c.status == "True")
+}
+
+/// True when the condition of `type_` differs in status, reason or message between `old` and
+/// `new`: the moment worth an Event.
+pub fn changed(old: &[Condition], new: &[Condition], type_: &str) -> bool {
+    let key =
+        |c: Option<&Condition>| c.map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+    key(find(old, type_)) != key(find(new, type_))
+}
+
+/// True when the condition of `type_` is present and False.
+pub fn is_false(conditions: &[Condition], type_: &str) -> bool {
+    find(conditions, type_).is_some_and(|c| c.status == "False")
 }
 
 #[cfg(test)]

@@ -10,9 +10,12 @@ pub mod cache;
 pub mod cli;
 pub mod conditions;
 pub mod controller;
+pub mod domain;
 pub mod meta;
 pub mod metrics;
 pub mod placement;
 pub mod quantity;
 pub mod runtime;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;

@@ -2,8 +2,8 @@
 //! Every name starts with `verbund_`.
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every metric the operator exports.
@@ -12,12 +12,22 @@ pub struct Metrics {
     registry: Registry,
     /// Always 1; its labels say which build is running.
     pub build_info: IntGauge,
+    /// Reconciles started, by controller.
+    pub reconciles: IntCounterVec,
     /// Time per reconcile, by controller.
     pub reconcile_duration: HistogramVec,
     /// Failed reconciles, by controller and reason category.
     pub reconcile_errors: IntCounterVec,
     /// Writes sent to the API server, by kind and verb (apply, status, delete).
     pub api_writes: IntCounterVec,
+    /// Objects per cache.
+    pub cache_objects: IntGaugeVec,
+    /// Watch failures per cache (each is retried with backoff).
+    pub cache_watch_errors: IntCounterVec,
+    /// Changes a controller fell behind on and was resynced for, per cache.
+    pub cache_lagged_changes: IntCounterVec,
+    /// Objects of Verbund's kinds the types cannot decode, per cache.
+    pub invalid_objects: IntGaugeVec,
     /// Nodes per site (state: total, ready).
     pub site_nodes: GaugeVec,
     /// Resources per site (kind: capacity, allocatable, requested), in cores, bytes and pods.
@@ -51,10 +61,17 @@ impl Metrics {
             ]),
             &["controller"],
         )?;
+        let reconciles = IntCounterVec::new(
+            Opts::new(
+                "verbund_reconciles_total",
+                "Reconciles started, by controller.",
+            ),
+            &["controller"],
+        )?;
         let reconcile_errors = IntCounterVec::new(
             Opts::new(
                 "verbund_reconcile_errors_total",
-                "Reconciles that failed, by reason.",
+                "Reconciles that failed, by controller and error category.",
             ),
             &["controller", "reason"],
         )?;
@@ -64,6 +81,34 @@ impl Metrics {
                 "Write requests sent to the Kubernetes API server.",
             ),
             &["kind", "verb"],
+        )?;
+        let cache_objects = IntGaugeVec::new(
+            Opts::new(
+                "verbund_cache_objects",
+                "Objects held in a cache of the operator.",
+            ),
+            &["cache"],
+        )?;
+        let cache_watch_errors = IntCounterVec::new(
+            Opts::new(
+                "verbund_cache_watch_errors_total",
+                "Failures of a cache's watch (retried with backoff).",
+            ),
+            &["cache"],
+        )?;
+        let cache_lagged_changes = IntCounterVec::new(
+            Opts::new(
+                "verbund_cache_lagged_changes_total",
+                "Changes a controller fell behind on and was resynced for.",
+            ),
+            &["cache"],
+        )?;
+        let invalid_objects = IntGaugeVec::new(
+            Opts::new(
+                "verbund_invalid_objects",
+                "Objects the operator cannot decode and skips.",
+            ),
+            &["cache"],
         )?;
         let site_nodes = GaugeVec::new(
             Opts::new("verbund_site_nodes", "Nodes of a site."),
@@ -98,9 +143,14 @@ impl Metrics {
             &["baseline", "rule", "bsi"],
         )?;
         registry.register(Box::new(build_info.clone()))?;
+        registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(api_writes.clone()))?;
+        registry.register(Box::new(cache_objects.clone()))?;
+        registry.register(Box::new(cache_watch_errors.clone()))?;
+        registry.register(Box::new(cache_lagged_changes.clone()))?;
+        registry.register(Box::new(invalid_objects.clone()))?;
         registry.register(Box::new(site_nodes.clone()))?;
         registry.register(Box::new(site_resources.clone()))?;
         registry.register(Box::new(tenant_quota.clone()))?;
@@ -110,9 +160,14 @@ impl Metrics {
         Ok(Self {
             registry,
             build_info,
+            reconciles,
             reconcile_duration,
             reconcile_errors,
             api_writes,
+            cache_objects,
+            cache_watch_errors,
+            cache_lagged_changes,
+            invalid_objects,
             site_nodes,
             site_resources,
             tenant_quota,

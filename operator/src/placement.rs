@@ -15,7 +15,7 @@ use kube::ResourceExt;
 
 use crate::api::portal_service::{PortalService, Spread};
 use crate::api::{Site, Tenant};
-use crate::controller::site::{ZONE_LABEL, zone_of};
+use crate::domain::sites::{ZONE_LABEL, zone_of};
 
 /// A site a service may run on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,41 +149,26 @@ pub fn spread_constraints(
 mod tests {
     use super::*;
     use crate::api::ProtectionLevel;
+    use crate::testing;
 
     fn site(name: &str, level: ProtectionLevel, cordoned: bool) -> Site {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "Site", "metadata": { "name": name },
-            "spec": { "displayName": name, "operatedBy": { "kind": "State", "name": "x" },
-                      "maxProtectionLevel": level, "cordoned": cordoned,
-                      "cordonReason": if cordoned { Some("Wartung") } else { None } }
-        }))
-        .expect("site")
+        testing::site(name, &level.to_string(), cordoned)
     }
 
     fn tenant(allowed: &[&str]) -> Tenant {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "Tenant", "metadata": { "name": "t" },
-            "spec": { "displayName": "t", "organisation": { "kind": "State", "name": "t" }, "namespaces": ["t"],
-                      "quota": { "cpu": "1", "memory": "1Gi", "pods": 1 }, "allowedSites": allowed, "maxProtectionLevel": "VeryHigh" }
-        }))
-        .expect("tenant")
+        testing::tenant("t", &["t"], serde_json::json!({ "allowedSites": allowed }))
     }
 
     fn service(level: ProtectionLevel, sites: &[&str]) -> PortalService {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "PortalService", "metadata": { "name": "s", "namespace": "t" },
-            "spec": { "image": "registry.saarland.de/x:1", "ports": [{ "name": "http", "port": 8080 }],
-                      "protectionLevel": level, "placement": { "sites": sites } }
-        }))
-        .expect("service")
+        testing::portal_service(
+            "s",
+            "t",
+            serde_json::json!({ "protectionLevel": level, "placement": { "sites": sites } }),
+        )
     }
 
     fn pool() -> Vec<Site> {
-        vec![
-            site("rz-land", ProtectionLevel::VeryHigh, false),
-            site("rz-uds", ProtectionLevel::High, false),
-            site("rz-ego", ProtectionLevel::Normal, false),
-        ]
+        testing::pool()
     }
 
     fn names(p: &Placement) -> Vec<&str> {

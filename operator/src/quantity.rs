@@ -18,33 +18,36 @@ pub struct ParseError(pub String);
 impl Amount {
     pub const ZERO: Amount = Amount(0);
 
-    /// Parses the Kubernetes quantity syntax.
+    /// Parses the Kubernetes quantity syntax: exactly the language of the API server's
+    /// `resource.ParseQuantity` (and of `api::common::QUANTITY_PATTERN`): a signed decimal
+    /// number, then nothing, a binary suffix (`Ki` .. `Ei`), a decimal suffix (`n`, `u`, `m`,
+    /// `k`, `M` .. `E`) or a decimal exponent (`e3`, `E-2`). Precision beyond a milli-unit is
+    /// rounded up, as Kubernetes does; magnitudes beyond what an `i128` of milli-units holds
+    /// saturate.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
         let err = || ParseError(text.to_string());
-        let s = text.trim();
-        let (negative, s) = match s.strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, s.strip_prefix('+').unwrap_or(s)),
+        let (negative, s) = match text.as_bytes().first() {
+            Some(b'-') => (true, &text[1..]),
+            Some(b'+') => (false, &text[1..]),
+            _ => (false, text),
         };
         let number_end = s
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(s.len());
         let (number, suffix) = s.split_at(number_end);
-        if number.is_empty() || number == "." {
+        let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
+        if int_part.is_empty() && frac_part.is_empty() || frac_part.contains('.') {
             return Err(err());
         }
         // The number as an integer mantissa with a decimal exponent.
-        let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
         let digits = format!("{int_part}{frac_part}");
-        let mantissa: i128 = if digits.is_empty() {
-            0
-        } else {
-            digits.parse().map_err(|_| err())?
-        };
-        let mut exp10: i32 = -(frac_part.len() as i32);
+        let digits = digits.trim_start_matches('0');
+        let mut exp10: i64 = -(frac_part.len() as i64);
         let mut factor: i128 = 1;
         match suffix {
             "" => {}
+            "n" => exp10 -= 9,
+            "u" => exp10 -= 6,
             "m" => exp10 -= 3,
             "k" => exp10 += 3,
             "M" => exp10 += 6,
@@ -59,22 +62,61 @@ impl Amount {
             "Pi" => factor = 1 << 50,
             "Ei" => factor = 1 << 60,
             other => {
-                let exp = other.strip_prefix(['e', 'E']).ok_or_else(err)?;
-                exp10 += exp.parse::<i32>().map_err(|_| err())?;
+                let exponent = other.strip_prefix(['e', 'E']).ok_or_else(err)?;
+                let unsigned = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+                if unsigned.is_empty() || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(err());
+                }
+                exp10 = exp10.saturating_add(
+                    exponent
+                        .parse::<i64>()
+                        .unwrap_or(i64::MAX)
+                        .clamp(-1000, 1000),
+                );
             }
         }
         // milli-units: multiply by 1000.
         exp10 += 3;
-        let mut value = mantissa.checked_mul(factor).ok_or_else(err)?;
-        if exp10 >= 0 {
-            value = value
-                .checked_mul(10i128.checked_pow(exp10 as u32).ok_or_else(err)?)
-                .ok_or_else(err)?;
-        } else {
-            // Round up, as Kubernetes does for precision beyond milli-units.
-            let div = 10i128.checked_pow((-exp10) as u32).ok_or_else(err)?;
-            value = (value + div - 1) / div;
+        if digits.is_empty() {
+            return Ok(Amount::ZERO);
         }
+        let value = if exp10 >= 0 {
+            // Too large for an i128 of milli-units: saturate, as Kubernetes caps.
+            let scale = u32::try_from(exp10)
+                .ok()
+                .and_then(|e| 10i128.checked_pow(e));
+            digits
+                .parse::<i128>()
+                .ok()
+                .and_then(|m| m.checked_mul(factor))
+                .zip(scale)
+                .and_then(|(m, scale)| m.checked_mul(scale))
+                .unwrap_or(i128::MAX)
+        } else {
+            // Round up to a milli-unit, as Kubernetes does for precision beyond it.
+            let shift = usize::try_from(-exp10).unwrap_or(usize::MAX);
+            let kept = digits.len().saturating_sub(shift);
+            let (whole, dropped) = digits.split_at(kept);
+            let whole: i128 = if whole.is_empty() {
+                0
+            } else {
+                whole.parse().map_err(|_| err())?
+            };
+            let round_up = dropped.bytes().any(|b| b != b'0');
+            // A binary factor with a fractional mantissa: multiply first, then scale.
+            if factor != 1 {
+                let mantissa: i128 = digits.parse().map_err(|_| err())?;
+                let div = u32::try_from(-exp10)
+                    .ok()
+                    .and_then(|e| 10i128.checked_pow(e));
+                match (mantissa.checked_mul(factor), div) {
+                    (Some(m), Some(div)) => (m + div - 1) / div,
+                    _ => i128::MAX,
+                }
+            } else {
+                whole.saturating_add(i128::from(round_up))
+            }
+        };
         Ok(Amount(if negative { -value } else { value }))
     }
 
@@ -179,7 +221,31 @@ mod tests {
             Ok(Amount(1)),
             "rounded up to a milli-unit"
         );
-        for bad in ["", "lots", "1.5 cores", "4 Gi", "Gi", "1x", "."] {
+        assert_eq!(Amount::parse("1n"), Ok(Amount(1)), "nano rounds up");
+        assert_eq!(Amount::parse("2000000u"), Ok(Amount(2000)));
+        assert_eq!(Amount::parse("1.5Gi"), Ok(Amount(1536 * (1 << 20) * 1000)));
+        assert_eq!(Amount::parse("5E-1"), Ok(Amount(500)));
+        assert_eq!(Amount::parse("1E"), Ok(Amount(10i128.pow(21))));
+        assert_eq!(Amount::parse("1."), Ok(Amount(1000)));
+        assert_eq!(Amount::parse("+.5"), Ok(Amount(500)));
+        assert_eq!(Amount::parse("1e100"), Ok(Amount(i128::MAX)), "saturates");
+        for bad in [
+            "",
+            "lots",
+            "1.5 cores",
+            "4 Gi",
+            "Gi",
+            "1x",
+            ".",
+            " 1",
+            "1e",
+            "1e1.5",
+            "1K",
+            "1.2.3",
+            "--1",
+            "1ki",
+            "e3",
+        ] {
             assert!(Amount::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

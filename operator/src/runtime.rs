@@ -3,20 +3,24 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 
 use anyhow::Context as _;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, ResourceExt};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::admin::{self, Health};
-use crate::cache::Caches;
-use crate::controller::tenant::build::PoolSettings;
-use crate::controller::{self, Context};
-use crate::meta;
+use crate::cache::{Caches, Undecodable};
+use crate::controller::{self, Context, Settings, Writer};
 use crate::metrics::Metrics;
 
 /// Settings of a running operator.
@@ -48,7 +52,44 @@ impl RunArgs {
     }
 }
 
-/// Runs the operator until `shutdown` is cancelled or a task fails.
+/// A task of the running operator, by name.
+struct Task<'a> {
+    name: &'static str,
+    /// Whether it may finish before shutdown (a one-off), or must run until then.
+    one_off: bool,
+    work: BoxFuture<'a, anyhow::Result<()>>,
+}
+
+impl<'a> Task<'a> {
+    fn until_shutdown(
+        name: &'static str,
+        work: impl Future<Output = anyhow::Result<()>> + Send + 'a,
+    ) -> Self {
+        Self {
+            name,
+            one_off: false,
+            work: work.boxed(),
+        }
+    }
+
+    fn one_off(
+        name: &'static str,
+        work: impl Future<Output = anyhow::Result<()>> + Send + 'a,
+    ) -> Self {
+        Self {
+            name,
+            one_off: true,
+            work: work.boxed(),
+        }
+    }
+}
+
+/// How long the tasks get to finish what they are doing once shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Runs the operator until `shutdown` is cancelled or a task fails. Any task that ends before
+/// shutdown (a controller, a cache, the admin server) ends the operator with an error, so that
+/// a half-dead process never looks alive.
 pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let version = client
         .apiserver_version()
@@ -57,87 +98,174 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
     info!(server = %version.git_version, "connected to the API server");
 
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
-    let health = Arc::new(Health::default());
+    let caches = Caches::new(client.clone(), metrics.clone());
+    let health = Arc::new(Health::new(caches.health()));
     let listener = admin::bind(args.admin_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.admin_addr))?;
     info!(addr = %args.admin_addr, "admin server listening");
     let admin = admin::serve(listener, health.clone(), metrics.clone(), shutdown.clone());
 
-    ensure_tenant_admin_role(&client, &metrics).await?;
-
-    let caches = Caches::new(client.clone());
     let reporter = Reporter {
         controller: "verbund-operator".into(),
         instance: Some(args.instance.clone()),
     };
+    let writer = Writer::new(
+        client.clone(),
+        Recorder::new(client.clone(), reporter),
+        metrics.clone(),
+    );
+    ensure_tenant_admin_role(&client, &writer).await?;
+
     let ctx = Arc::new(Context {
         client: client.clone(),
         stores: caches.stores(),
-        recorder: Recorder::new(client.clone(), reporter),
+        writer: writer.clone(),
         metrics,
-        settings: PoolSettings {
+        settings: Settings {
             gateway_namespace: args.gateway_namespace.clone(),
         },
+        backoff: Default::default(),
     });
-    let sites = controller::site::run(ctx.clone(), &caches, shutdown.clone());
-    let tenants = controller::tenant::run(ctx.clone(), &caches, shutdown.clone());
-    let services = controller::portal_service::run(ctx.clone(), &caches, shutdown.clone());
-    let baselines = controller::baseline::run(ctx.clone(), &caches, shutdown.clone());
-    let stores = ctx.stores.clone();
-    let watches = caches.run(shutdown.clone());
+    let undecodable = caches.undecodable();
 
-    let ready = {
-        let health = health.clone();
+    // The controllers subscribe now and start once every cache they read has synced, so that
+    // none of them acts on a partial picture (an empty pod cache, a missing namespace).
+    let synced = CancellationToken::new();
+    let gated = |controller: BoxFuture<'static, ()>| {
+        let (synced, shutdown) = (synced.clone(), shutdown.clone());
         async move {
-            match stores.wait_until_ready().await {
-                Ok(()) => {
-                    info!("caches synced; ready");
-                    health.mark_synced();
-                }
-                Err(error) => tracing::warn!(%error, "caches never synced"),
+            tokio::select! {
+                _ = synced.cancelled() => controller.await,
+                _ = shutdown.cancelled() => {}
             }
+            Ok(())
         }
     };
-    let stop = {
-        let health = health.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown.cancelled().await;
-            health.mark_shutting_down();
-            info!("shutting down");
-        }
-    };
-    let (admin_result, (), (), (), (), (), (), ()) = tokio::join!(
-        admin, watches, sites, tenants, services, baselines, ready, stop
-    );
-    admin_result.context("admin server failed")?;
+    let sites = gated(controller::site::run(ctx.clone(), &caches, shutdown.clone()).boxed());
+    let tenants = gated(controller::tenant::run(ctx.clone(), &caches, shutdown.clone()).boxed());
+    let services =
+        gated(controller::portal_service::run(ctx.clone(), &caches, shutdown.clone()).boxed());
+    let baselines =
+        gated(controller::baseline::run(ctx.clone(), &caches, shutdown.clone()).boxed());
+    let stores = ctx.stores.clone();
+
+    let tasks = vec![
+        Task::until_shutdown("admin server", async move {
+            admin.await.context("admin server failed")
+        }),
+        Task::until_shutdown("caches", caches.run(shutdown.clone())),
+        Task::until_shutdown("site controller", sites),
+        Task::until_shutdown("tenant controller", tenants),
+        Task::until_shutdown("portal service controller", services),
+        Task::until_shutdown("baseline controller", baselines),
+        Task::one_off("cache sync", {
+            let (health, synced) = (health.clone(), synced.clone());
+            async move {
+                stores
+                    .wait_until_ready()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("caches never synced: {e}"))?;
+                info!("caches synced; controllers starting; ready");
+                health.mark_synced();
+                synced.cancel();
+                Ok(())
+            }
+        }),
+        Task::one_off(
+            "undecodable objects",
+            report_undecodable(undecodable, writer),
+        ),
+        Task::one_off("shutdown", {
+            let (health, shutdown) = (health.clone(), shutdown.clone());
+            async move {
+                shutdown.cancelled().await;
+                health.mark_shutting_down();
+                info!("shutting down");
+                Ok(())
+            }
+        }),
+    ];
+    let result = supervise(tasks, &shutdown).await;
     info!("stopped");
+    result
+}
+
+/// Runs `tasks` to the end. The first task that fails, or ends before shutdown without being
+/// a one-off, starts the shutdown and becomes the result.
+async fn supervise(tasks: Vec<Task<'_>>, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let mut running: FuturesUnordered<_> = tasks
+        .into_iter()
+        .map(|task| async move { (task.name, task.one_off, task.work.await) })
+        .collect();
+    let mut failure: Option<anyhow::Error> = None;
+    let mut grace = None;
+    loop {
+        let next = match grace.as_mut() {
+            None => running.next().await,
+            Some(deadline) => tokio::select! {
+                next = running.next() => next,
+                _ = deadline => anyhow::bail!("tasks still running {SHUTDOWN_GRACE:?} after shutdown began"),
+            },
+        };
+        let Some((name, one_off, result)) = next else {
+            break;
+        };
+        let error = match result {
+            Err(error) => Some(error.context(format!("{name} failed"))),
+            Ok(()) if !one_off && !shutdown.is_cancelled() => {
+                Some(anyhow::anyhow!("{name} ended unexpectedly"))
+            }
+            Ok(()) => None,
+        };
+        if let Some(error) = error {
+            tracing::error!("{error:#}; shutting down");
+            failure.get_or_insert(error);
+            shutdown.cancel();
+        }
+        if shutdown.is_cancelled() && grace.is_none() {
+            grace = Some(Box::pin(tokio::time::sleep(SHUTDOWN_GRACE)));
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// Publishes a Warning Event on every object the caches cannot decode.
+async fn report_undecodable(
+    receiver: Option<mpsc::UnboundedReceiver<Undecodable>>,
+    writer: Writer,
+) -> anyhow::Result<()> {
+    let Some(mut receiver) = receiver else {
+        return Ok(());
+    };
+    while let Some(bad) = receiver.recv().await {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "Undecodable".into(),
+            note: Some(format!(
+                "Verbund cannot read this object and ignores it until it is fixed: {}",
+                bad.error
+            )),
+            action: "Decode".into(),
+            secondary: None,
+        };
+        writer.publish(&bad.reference, event).await;
+    }
     Ok(())
 }
 
 /// Applies the `verbund-tenant-admin` ClusterRole when it is missing or not as Verbund defines it.
-async fn ensure_tenant_admin_role(client: &Client, metrics: &Metrics) -> anyhow::Result<()> {
+async fn ensure_tenant_admin_role(client: &Client, writer: &Writer) -> anyhow::Result<()> {
     let api: Api<ClusterRole> = Api::all(client.clone());
-    let mut role = controller::tenant::rbac::tenant_admin_role();
-    let hash = meta::stamp(&mut role);
+    let role = controller::tenant::rbac::tenant_admin_role();
     let stored = api
         .get_opt(&role.name_any())
         .await
         .context("cannot read ClusterRole verbund-tenant-admin")?;
-    if meta::needs_apply(&hash, stored.as_ref().map(|r| &r.metadata)) {
-        metrics
-            .api_writes
-            .with_label_values(&["ClusterRole", "apply"])
-            .inc();
-        api.patch(
-            &role.name_any(),
-            &kube::api::PatchParams::apply(meta::FIELD_MANAGER).force(),
-            &kube::api::Patch::Apply(&role),
-        )
+    writer
+        .apply_if_changed(&api, role, stored.as_ref().map(|r| &r.metadata))
         .await
         .context("cannot apply ClusterRole verbund-tenant-admin")?;
-    }
     Ok(())
 }
 

@@ -64,12 +64,6 @@ pub enum OrganisationKind {
     Association,
 }
 
-/// Name of a standard condition type, and the reasons Verbund sets.
-pub mod condition {
-    /// The object is in the state its spec asks for.
-    pub const READY: &str = "Ready";
-}
-
 /// Standard `metav1.Condition`s, as a list map keyed by `type` (each type at most once, and
 /// merged by type under server-side apply).
 pub type Conditions = Vec<Condition>;
@@ -85,8 +79,11 @@ pub fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     schema
 }
 
-/// The Kubernetes quantity syntax ("500m", "4", "16Gi", "1.5").
-pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+/// The Kubernetes quantity syntax ("500m", "4", "16Gi", "1.5", "5e-1"): exactly what the API
+/// server's `resource.ParseQuantity` and `quantity::Amount::parse` accept (exponents are
+/// whole numbers).
+pub const QUANTITY_PATTERN: &str =
+    r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$";
 
 /// Schema for a resource quantity: a number or a string in quantity syntax, as in the core API.
 /// Never null: a defaulted quantity is still a quantity (kube marks optional int-or-string

@@ -97,6 +97,55 @@ mod tests {
         }
     }
 
+    /// Paths of schema properties without a description, below `path`.
+    fn undocumented(schema: &serde_json::Value, path: &str) -> Vec<String> {
+        let mut missing = Vec::new();
+        if let Some(properties) = schema["properties"].as_object() {
+            for (name, property) in properties {
+                let here = format!("{path}.{name}");
+                let text = property["description"].as_str().unwrap_or_default();
+                // metadata is the standard ObjectMeta, documented by Kubernetes itself.
+                if text.trim().is_empty()
+                    && name != "metadata"
+                    && name != "apiVersion"
+                    && name != "kind"
+                {
+                    missing.push(here.clone());
+                }
+                missing.extend(undocumented(property, &here));
+            }
+        }
+        if schema["items"].is_object() {
+            missing.extend(undocumented(&schema["items"], &format!("{path}[]")));
+        }
+        missing
+    }
+
+    /// `kubectl explain` reads like documentation: the kind itself and every field of its
+    /// spec and status say what they are.
+    #[test]
+    fn every_kind_and_field_is_described() {
+        for crd in crds() {
+            let schema = serde_json::to_value(&crd.spec.versions[0].schema).expect("schema");
+            let root = &schema["openAPIV3Schema"];
+            let kind = &crd.spec.names.kind;
+            let description = root["description"].as_str().unwrap_or_default();
+            assert!(
+                description.len() > 80 && !description.contains("Auto-generated"),
+                "{kind}: {description:?}"
+            );
+            let missing: Vec<String> = ["spec", "status"]
+                .iter()
+                .flat_map(|part| undocumented(&root["properties"][part], part))
+                .filter(|p| !p.starts_with("status.conditions[]."))
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "{kind}: undocumented fields {missing:?}"
+            );
+        }
+    }
+
     /// Every field of `original` is in `round_tripped` with the same value (defaults may add
     /// fields; nothing may be lost or changed). Returns the paths that differ.
     fn lost_fields(

@@ -17,6 +17,7 @@ use super::common::{self, Conditions, ProtectionLevel};
     group = "verbund.saarland.de",
     version = "v1alpha1",
     kind = "PortalService",
+    doc = "One online service of the citizens' portal (an OZG service, the citizen account, the front end) with its catalogue entry. Verbund runs it as a hardened Deployment on the sites certified for its protection need, spread over them, scaled for scheduled peaks within the tenant's quota, with Service, autoscaler, disruption budget, network policy and, when exposed, an Ingress.",
     plural = "portalservices",
     shortname = "ps",
     category = "verbund",
@@ -247,12 +248,19 @@ fn default_time_zone() -> String {
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
 pub enum Weekday {
+    /// Monday (Montag).
     Monday,
+    /// Tuesday (Dienstag).
     Tuesday,
+    /// Wednesday (Mittwoch).
     Wednesday,
+    /// Thursday (Donnerstag).
     Thursday,
+    /// Friday (Freitag).
     Friday,
+    /// Saturday (Samstag).
     Saturday,
+    /// Sunday (Sonntag).
     Sunday,
 }
 

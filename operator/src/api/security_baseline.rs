@@ -16,6 +16,7 @@ use super::common::{self, Conditions, ProtectionLevel};
     group = "verbund.saarland.de",
     version = "v1alpha1",
     kind = "SecurityBaseline",
+    doc = "A set of security rules derived from BSI IT-Grundschutz (APP.4.4, SYS.1.6) for every workload in the namespaces bound to it. Verbund compiles it into a ValidatingAdmissionPolicy that the API server enforces at admission, and audits what runs against it.",
     plural = "securitybaselines",
     shortname = "sbl",
     category = "verbund",
@@ -155,23 +156,41 @@ pub struct BaselineRules {
 )]
 #[serde(rename_all = "camelCase")]
 pub enum RuleName {
+    /// `runAsNonRoot`: containers run as a non-root user (SYS.1.6.A17).
     RunAsNonRoot,
+    /// `noPrivilegeEscalation`: no privilege escalation, not privileged (SYS.1.6.A17).
     NoPrivilegeEscalation,
+    /// `dropAllCapabilities`: all Linux capabilities dropped (SYS.1.6.A17).
     DropAllCapabilities,
+    /// `readOnlyRootFilesystem`: read-only root file system (SYS.1.6.A23).
     ReadOnlyRootFilesystem,
+    /// `seccompRuntimeDefault`: the RuntimeDefault seccomp profile (SYS.1.6.A21).
     SeccompRuntimeDefault,
+    /// `resourceLimitsRequired`: CPU and memory requests and limits (SYS.1.6.A15).
     ResourceLimitsRequired,
+    /// `allowedRegistries`: images from the allowed registries only (SYS.1.6.A6, A12).
     AllowedRegistries,
+    /// `imageDigestRequired`: images pinned by digest (SYS.1.6.A6, A12).
     ImageDigestRequired,
+    /// `latestTagForbidden`: no `latest` tag, no untagged image (SYS.1.6.A6, A12).
     LatestTagForbidden,
+    /// `probesRequired`: readiness and liveness probes (APP.4.4.A11, SYS.1.6.A3).
     ProbesRequired,
+    /// `noDefaultServiceAccount`: not the namespace's default service account (APP.4.4.A9).
     NoDefaultServiceAccount,
+    /// `noServiceAccountTokenAutomount`: no automounted service account token (APP.4.4.A9).
     NoServiceAccountTokenAutomount,
+    /// `noHostNamespaces`: no host network, PID or IPC namespace (APP.4.4.A4).
     NoHostNamespaces,
+    /// `noHostPath`: no hostPath volumes (SYS.1.6.A19).
     NoHostPath,
+    /// `noHostPorts`: no host ports (APP.4.4.A4).
     NoHostPorts,
+    /// `defaultDenyNetwork`: a default-deny NetworkPolicy in the namespace (APP.4.4.A7, A18).
     DefaultDenyNetwork,
+    /// `minReplicas`: Deployments and StatefulSets run at least this many replicas (APP.4.4.A19, SYS.1.6.A25).
     MinReplicas,
+    /// `spreadAcrossSites`: replicated workloads spread over sites (APP.4.4.A19, SYS.1.6.A25).
     SpreadAcrossSites,
 }
 

@@ -16,6 +16,7 @@ use super::common::{self, Conditions, OrganisationKind, ProtectionLevel};
     group = "verbund.saarland.de",
     version = "v1alpha1",
     kind = "Site",
+    doc = "A data-centre site contributing machines to the pool: who runs it, the zone label of its nodes (topology.kubernetes.io/zone) and the highest protection need (Schutzbedarf) it is certified for. Verbund reports its nodes, capacity and use in status; a cordoned site takes no new placements.",
     plural = "sites",
     shortname = "site",
     category = "verbund",

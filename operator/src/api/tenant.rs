@@ -16,6 +16,7 @@ use super::common::{self, Conditions, OrganisationKind, ProtectionLevel};
     group = "verbund.saarland.de",
     version = "v1alpha1",
     kind = "Tenant",
+    doc = "An organisation that uses the pool (a ministry, a university, a municipality): its namespaces, which Verbund creates with quota, default limits, network isolation and admin rights, its tenant-wide quota, the highest protection need its services may declare, and what happens to its namespaces when it leaves.",
     plural = "tenants",
     shortname = "tn",
     category = "verbund",

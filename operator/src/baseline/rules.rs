@@ -11,9 +11,7 @@
 use k8s_openapi::api::core::v1::{Container, PodSpec, SecurityContext};
 
 use crate::api::security_baseline::{BaselineRules, RuleName};
-
-/// The node label sites are spread over.
-const ZONE: &str = "topology.kubernetes.io/zone";
+use crate::domain::sites::ZONE_LABEL as ZONE;
 
 /// Kinds the replica rules apply to: a single-replica Pod or batch Job is not "highly
 /// available" by nature.

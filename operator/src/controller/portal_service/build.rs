@@ -1,5 +1,6 @@
 //! What the cluster should hold for a portal service (pure): a hardened Deployment placed on
-//! the eligible sites, and what it needs around it.
+//! the eligible sites, and what it needs around it: ServiceAccount, Service, autoscaler,
+//! disruption budget, network policy and, when exposed, an Ingress.
 
 use std::collections::BTreeMap;
 
@@ -27,7 +28,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use crate::api::portal_service::{AppProtocol, PortalService};
+use crate::api::portal_service::{
+    AppProtocol, Exposure, PortalService, PortalServiceSpec, ServicePort as Port,
+};
+use crate::domain::pods::INSTANCE_LABEL;
 use crate::meta::{self, MissingOwner};
 use crate::placement::{self, EligibleSite};
 
@@ -38,7 +42,7 @@ pub const RUN_AS_USER: i64 = 10001;
 pub fn selector_labels(service: &str) -> BTreeMap<String, String> {
     [
         ("app.kubernetes.io/name", service),
-        ("app.kubernetes.io/instance", service),
+        (INSTANCE_LABEL, service),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -71,15 +75,13 @@ pub struct Inputs<'a> {
 
 pub fn build(ps: &PortalService, inputs: &Inputs<'_>) -> Result<Desired, MissingOwner> {
     let name = ps.name_any();
-    let namespace = ps.namespace().unwrap_or_default();
-    let owner = meta::owner_reference(ps)?;
     let mut labels = meta::common_labels(inputs.tenant);
     labels.extend(selector_labels(&name));
     let metadata = ObjectMeta {
         name: Some(name.clone()),
-        namespace: Some(namespace),
+        namespace: Some(ps.namespace().unwrap_or_default()),
         labels: Some(labels.clone()),
-        owner_references: Some(vec![owner]),
+        owner_references: Some(vec![meta::owner_reference(ps)?]),
         ..Default::default()
     };
     let selector = LabelSelector {
@@ -87,17 +89,37 @@ pub fn build(ps: &PortalService, inputs: &Inputs<'_>) -> Result<Desired, Missing
         ..Default::default()
     };
     let spec = &ps.spec;
+    Ok(Desired {
+        service_account: ServiceAccount {
+            metadata: metadata.clone(),
+            automount_service_account_token: Some(false),
+            ..Default::default()
+        },
+        deployment: (!inputs.eligible.is_empty())
+            .then(|| deployment(ps, inputs.eligible, metadata.clone(), labels, &selector)),
+        service: service(spec, metadata.clone(), &name),
+        autoscaler: autoscaler(spec, metadata.clone(), &name, inputs),
+        disruption_budget: disruption_budget(metadata.clone(), &selector),
+        network_policy: network_policy(spec, metadata.clone(), &selector, inputs.gateway_namespace),
+        ingress: spec
+            .exposure
+            .as_ref()
+            .map(|exposure| ingress(spec, metadata, &name, exposure)),
+    })
+}
 
-    let service_account = ServiceAccount {
-        metadata: metadata.clone(),
-        automount_service_account_token: Some(false),
-        ..Default::default()
-    };
-
-    let deployment = (!inputs.eligible.is_empty()).then(|| Deployment {
-        metadata: metadata.clone(),
+/// The Deployment: rolling updates that never go below the ready count, the hardened pod.
+/// No `replicas`: the autoscaler owns it.
+fn deployment(
+    ps: &PortalService,
+    eligible: &[EligibleSite],
+    metadata: ObjectMeta,
+    labels: BTreeMap<String, String>,
+    selector: &LabelSelector,
+) -> Deployment {
+    Deployment {
+        metadata,
         spec: DeploymentSpec {
-            // No `replicas`: the autoscaler owns it.
             selector: selector.clone(),
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
@@ -108,20 +130,30 @@ pub fn build(ps: &PortalService, inputs: &Inputs<'_>) -> Result<Desired, Missing
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels.clone()),
+                    labels: Some(labels),
                     ..Default::default()
                 }),
-                spec: Some(pod_spec(ps, inputs.eligible, &selector)),
+                spec: Some(pod_spec(ps, eligible, selector)),
             },
             ..Default::default()
         },
         status: None,
-    });
+    }
+}
 
-    let service = Service {
-        metadata: metadata.clone(),
+fn app_protocol(protocol: AppProtocol) -> &'static str {
+    match protocol {
+        AppProtocol::Http => "http",
+        AppProtocol::Grpc => "kubernetes.io/h2c",
+    }
+}
+
+/// A ClusterIP Service with the declared ports.
+fn service(spec: &PortalServiceSpec, metadata: ObjectMeta, name: &str) -> Service {
+    Service {
+        metadata,
         spec: Some(ServiceSpec {
-            selector: Some(selector_labels(&name)),
+            selector: Some(selector_labels(name)),
             ports: Some(
                 spec.ports
                     .iter()
@@ -130,13 +162,7 @@ pub fn build(ps: &PortalService, inputs: &Inputs<'_>) -> Result<Desired, Missing
                         port: p.port,
                         target_port: Some(IntOrString::String(p.name.clone())),
                         protocol: Some("TCP".into()),
-                        app_protocol: Some(
-                            match p.protocol {
-                                AppProtocol::Http => "http",
-                                AppProtocol::Grpc => "kubernetes.io/h2c",
-                            }
-                            .into(),
-                        ),
+                        app_protocol: Some(app_protocol(p.protocol).into()),
                         node_port: None,
                     })
                     .collect(),
@@ -145,20 +171,28 @@ pub fn build(ps: &PortalService, inputs: &Inputs<'_>) -> Result<Desired, Missing
             ..Default::default()
         }),
         status: None,
-    };
+    }
+}
 
+/// The autoscaler between the floor (window or baseline) and the ceiling (tenant quota).
+fn autoscaler(
+    spec: &PortalServiceSpec,
+    metadata: ObjectMeta,
+    name: &str,
+    inputs: &Inputs<'_>,
+) -> HorizontalPodAutoscaler {
     let target_cpu = spec
         .scaling
         .as_ref()
         .map(|s| s.target_cpu_utilization)
         .unwrap_or(70);
-    let autoscaler = HorizontalPodAutoscaler {
-        metadata: metadata.clone(),
+    HorizontalPodAutoscaler {
+        metadata,
         spec: HorizontalPodAutoscalerSpec {
             scale_target_ref: CrossVersionObjectReference {
                 api_version: Some("apps/v1".into()),
                 kind: "Deployment".into(),
-                name: name.clone(),
+                name: name.to_string(),
             },
             min_replicas: Some(inputs.min_replicas.min(inputs.max_replicas)),
             max_replicas: inputs.max_replicas,
@@ -177,22 +211,33 @@ pub fn build(ps: &PortalService, inputs: &Inputs<'_>) -> Result<Desired, Missing
             behavior: None,
         },
         status: None,
-    };
+    }
+}
 
-    let disruption_budget = PodDisruptionBudget {
-        metadata: metadata.clone(),
+/// At most one pod down at a time for voluntary disruptions (node drains).
+fn disruption_budget(metadata: ObjectMeta, selector: &LabelSelector) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata,
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(selector.clone()),
             ..Default::default()
         }),
         status: None,
-    };
+    }
+}
 
-    let network_policy = NetworkPolicy {
-        metadata: metadata.clone(),
+/// Ingress on the declared ports, from the portal gateway only.
+fn network_policy(
+    spec: &PortalServiceSpec,
+    metadata: ObjectMeta,
+    selector: &LabelSelector,
+    gateway_namespace: &str,
+) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata,
         spec: Some(NetworkPolicySpec {
-            pod_selector: Some(selector),
+            pod_selector: Some(selector.clone()),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: Some(vec![NetworkPolicyPeer {
@@ -200,7 +245,7 @@ pub fn build(ps: &PortalService, inputs: &Inputs<'_>) -> Result<Desired, Missing
                         match_labels: Some(
                             [(
                                 "kubernetes.io/metadata.name".to_string(),
-                                inputs.gateway_namespace.to_string(),
+                                gateway_namespace.to_string(),
                             )]
                             .into(),
                         ),
@@ -221,57 +266,54 @@ pub fn build(ps: &PortalService, inputs: &Inputs<'_>) -> Result<Desired, Missing
             }]),
             ..Default::default()
         }),
-    };
+    }
+}
 
-    let ingress = spec.exposure.as_ref().map(|exposure| {
-        let port = spec
-            .ports
-            .iter()
-            .find(|p| p.protocol == AppProtocol::Http)
-            .unwrap_or(&spec.ports[0]);
-        Ingress {
-            metadata: metadata.clone(),
-            spec: Some(IngressSpec {
-                rules: Some(vec![IngressRule {
-                    host: Some(exposure.host.clone()),
-                    http: Some(HTTPIngressRuleValue {
-                        paths: vec![HTTPIngressPath {
-                            path: Some(exposure.path.clone()),
-                            path_type: "Prefix".into(),
-                            backend: IngressBackend {
-                                service: Some(IngressServiceBackend {
-                                    name: name.clone(),
-                                    port: Some(ServiceBackendPort {
-                                        name: Some(port.name.clone()),
-                                        number: None,
-                                    }),
+/// The Ingress publishing the service on the portal domain, on its first HTTP port.
+fn ingress(
+    spec: &PortalServiceSpec,
+    metadata: ObjectMeta,
+    name: &str,
+    exposure: &Exposure,
+) -> Ingress {
+    let port = spec
+        .ports
+        .iter()
+        .find(|p| p.protocol == AppProtocol::Http)
+        .or(spec.ports.first())
+        .map(|p| p.name.clone());
+    Ingress {
+        metadata,
+        spec: Some(IngressSpec {
+            rules: Some(vec![IngressRule {
+                host: Some(exposure.host.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some(exposure.path.clone()),
+                        path_type: "Prefix".into(),
+                        backend: IngressBackend {
+                            service: Some(IngressServiceBackend {
+                                name: name.to_string(),
+                                port: Some(ServiceBackendPort {
+                                    name: port,
+                                    number: None,
                                 }),
-                                resource: None,
-                            },
-                        }],
-                    }),
-                }]),
-                tls: exposure.tls_secret_name.as_ref().map(|secret| {
-                    vec![IngressTLS {
-                        hosts: Some(vec![exposure.host.clone()]),
-                        secret_name: Some(secret.clone()),
-                    }]
+                            }),
+                            resource: None,
+                        },
+                    }],
                 }),
-                ..Default::default()
+            }]),
+            tls: exposure.tls_secret_name.as_ref().map(|secret| {
+                vec![IngressTLS {
+                    hosts: Some(vec![exposure.host.clone()]),
+                    secret_name: Some(secret.clone()),
+                }]
             }),
-            status: None,
-        }
-    });
-
-    Ok(Desired {
-        service_account,
-        deployment,
-        service,
-        autoscaler,
-        disruption_budget,
-        network_policy,
-        ingress,
-    })
+            ..Default::default()
+        }),
+        status: None,
+    }
 }
 
 /// The pod: hardened by construction so that it satisfies every baseline and Pod Security
@@ -281,121 +323,8 @@ pub fn pod_spec(
     eligible: &[EligibleSite],
     selector: &LabelSelector,
 ) -> PodSpec {
-    let spec = &ps.spec;
-    let name = ps.name_any();
-    let probe_port = spec
-        .probes
-        .as_ref()
-        .and_then(|p| p.port.as_ref())
-        .and_then(|port| spec.ports.iter().find(|p| &p.name == port))
-        .unwrap_or(&spec.ports[0]);
-    let (readiness_path, liveness_path, period) = match &spec.probes {
-        Some(p) => (
-            p.readiness_path.clone(),
-            p.liveness_path.clone(),
-            p.period_seconds,
-        ),
-        None => ("/healthz".to_string(), "/healthz".to_string(), 10),
-    };
-    let probe = |path: String| {
-        let mut probe = Probe {
-            period_seconds: Some(period),
-            failure_threshold: Some(3),
-            ..Default::default()
-        };
-        match probe_port.protocol {
-            AppProtocol::Http => {
-                probe.http_get = Some(HTTPGetAction {
-                    path: Some(path),
-                    port: IntOrString::String(probe_port.name.clone()),
-                    ..Default::default()
-                })
-            }
-            AppProtocol::Grpc => {
-                probe.grpc = Some(GRPCAction {
-                    port: probe_port.port,
-                    ..Default::default()
-                })
-            }
-        }
-        probe
-    };
-    let quantities = |cpu: &Quantity, memory: &Quantity| -> BTreeMap<String, Quantity> {
-        [
-            ("cpu".to_string(), cpu.clone()),
-            ("memory".to_string(), memory.clone()),
-        ]
-        .into()
-    };
-    let env = spec
-        .env
-        .iter()
-        .map(|e| EnvVar {
-            name: e.name.clone(),
-            value: e.value.clone(),
-            value_from: e.secret_key_ref.as_ref().map(|s| EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: s.name.clone(),
-                    key: s.key.clone(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
-        })
-        .collect::<Vec<_>>();
-    let container = Container {
-        name: "service".into(),
-        image: Some(spec.image.clone()),
-        command: (!spec.command.is_empty()).then(|| spec.command.clone()),
-        args: (!spec.args.is_empty()).then(|| spec.args.clone()),
-        env: (!env.is_empty()).then_some(env),
-        ports: Some(
-            spec.ports
-                .iter()
-                .map(|p| ContainerPort {
-                    name: Some(p.name.clone()),
-                    container_port: p.port,
-                    protocol: Some("TCP".into()),
-                    ..Default::default()
-                })
-                .collect(),
-        ),
-        resources: Some(ResourceRequirements {
-            requests: Some(quantities(&spec.resources.cpu, &spec.resources.memory)),
-            limits: Some(quantities(
-                &spec.resources.cpu_limit,
-                &spec.resources.memory_limit,
-            )),
-            ..Default::default()
-        }),
-        readiness_probe: Some(probe(readiness_path)),
-        liveness_probe: Some(probe(liveness_path)),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS_USER),
-            run_as_group: Some(RUN_AS_USER),
-            allow_privilege_escalation: Some(false),
-            privileged: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            ..Default::default()
-        }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..Default::default()
-        }]),
-        ..Default::default()
-    };
     PodSpec {
-        service_account_name: Some(name),
+        service_account_name: Some(ps.name_any()),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         security_context: Some(PodSecurityContext {
@@ -403,13 +332,10 @@ pub fn pod_spec(
             run_as_user: Some(RUN_AS_USER),
             run_as_group: Some(RUN_AS_USER),
             fs_group: Some(RUN_AS_USER),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
+            seccomp_profile: Some(runtime_default()),
             ..Default::default()
         }),
-        containers: vec![container],
+        containers: vec![container(&ps.spec)],
         volumes: Some(vec![Volume {
             name: "tmp".into(),
             empty_dir: Some(EmptyDirVolumeSource {
@@ -425,6 +351,139 @@ pub fn pod_spec(
         )),
         ..Default::default()
     }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    }
+}
+
+/// The service's one container, writable only at `/tmp`.
+fn container(spec: &PortalServiceSpec) -> Container {
+    let (readiness, liveness) = probes(spec);
+    Container {
+        name: "service".into(),
+        image: Some(spec.image.clone()),
+        command: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        args: (!spec.args.is_empty()).then(|| spec.args.clone()),
+        env: env(spec),
+        ports: Some(
+            spec.ports
+                .iter()
+                .map(|p| ContainerPort {
+                    name: Some(p.name.clone()),
+                    container_port: p.port,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        resources: Some(resources(spec)),
+        readiness_probe: Some(readiness),
+        liveness_probe: Some(liveness),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            run_as_group: Some(RUN_AS_USER),
+            allow_privilege_escalation: Some(false),
+            privileged: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            seccomp_profile: Some(runtime_default()),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+/// Requests (what the quota counts) and limits.
+fn resources(spec: &PortalServiceSpec) -> ResourceRequirements {
+    let quantities = |cpu: &Quantity, memory: &Quantity| -> BTreeMap<String, Quantity> {
+        [
+            ("cpu".to_string(), cpu.clone()),
+            ("memory".to_string(), memory.clone()),
+        ]
+        .into()
+    };
+    let r = &spec.resources;
+    ResourceRequirements {
+        requests: Some(quantities(&r.cpu, &r.memory)),
+        limits: Some(quantities(&r.cpu_limit, &r.memory_limit)),
+        ..Default::default()
+    }
+}
+
+/// Values and secret references; None when there are none.
+fn env(spec: &PortalServiceSpec) -> Option<Vec<EnvVar>> {
+    let env: Vec<EnvVar> = spec
+        .env
+        .iter()
+        .map(|e| EnvVar {
+            name: e.name.clone(),
+            value: e.value.clone(),
+            value_from: e.secret_key_ref.as_ref().map(|s| EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: s.name.clone(),
+                    key: s.key.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+        })
+        .collect();
+    (!env.is_empty()).then_some(env)
+}
+
+/// Readiness and liveness probes on the probed port: HTTP paths, or the gRPC health protocol.
+fn probes(spec: &PortalServiceSpec) -> (Probe, Probe) {
+    let port: Option<&Port> = spec
+        .probes
+        .as_ref()
+        .and_then(|p| p.port.as_ref())
+        .and_then(|port| spec.ports.iter().find(|p| &p.name == port))
+        .or(spec.ports.first());
+    let (readiness_path, liveness_path, period) = match &spec.probes {
+        Some(p) => (
+            p.readiness_path.clone(),
+            p.liveness_path.clone(),
+            p.period_seconds,
+        ),
+        None => ("/healthz".to_string(), "/healthz".to_string(), 10),
+    };
+    let probe = |path: String| {
+        let mut probe = Probe {
+            period_seconds: Some(period),
+            failure_threshold: Some(3),
+            ..Default::default()
+        };
+        match port {
+            Some(p) if p.protocol == AppProtocol::Grpc => {
+                probe.grpc = Some(GRPCAction {
+                    port: p.port,
+                    ..Default::default()
+                })
+            }
+            _ => {
+                probe.http_get = Some(HTTPGetAction {
+                    path: Some(path),
+                    port: IntOrString::String(port.map(|p| p.name.clone()).unwrap_or_default()),
+                    ..Default::default()
+                })
+            }
+        }
+        probe
+    };
+    (probe(readiness_path), probe(liveness_path))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 
 use crate::api::portal_service::{PortalServiceSpec, ScalingWindow, Weekday};
+use crate::domain::resources::Resources;
 use crate::quantity::Amount;
 
 /// The HPA's lower bound now.
@@ -122,14 +123,6 @@ pub fn next_boundary(spec: &PortalServiceSpec, now: Timestamp) -> Option<Timesta
     next
 }
 
-/// Resources of one pod and of the tenant, for the ceiling.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Resources {
-    pub cpu: Amount,
-    pub memory: Amount,
-    pub pods: Amount,
-}
-
 /// The HPA's upper bound and, when the quota lowered it, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ceiling {
@@ -197,6 +190,30 @@ pub fn ceiling(
             "spec.replicas.max {spec_max} capped to {max}: the tenant's quota has {free} of {whole} {resource} free for this service ({each} per pod)"
         )),
     }
+}
+
+/// What one pod of the service requests (unparsable quantities count as zero: the schema
+/// refuses them).
+pub fn per_pod(spec: &PortalServiceSpec) -> Resources {
+    Resources {
+        cpu: Amount::of(&spec.resources.cpu).unwrap_or_default(),
+        memory: Amount::of(&spec.resources.memory).unwrap_or_default(),
+        pods: Amount::count(1),
+    }
+}
+
+/// The ceiling for a service whose `running` pods hold resources, in a tenant with quota
+/// `total` of which `tenant_used` is used: what the others leave, per pod.
+pub fn ceiling_for(
+    spec: &PortalServiceSpec,
+    floor: i32,
+    total: Resources,
+    tenant_used: Resources,
+    running: i64,
+) -> Ceiling {
+    let each = per_pod(spec);
+    let others = tenant_used.saturating_sub(each.times(running));
+    ceiling(spec.replicas.max.max(floor), each, total, others)
 }
 
 #[cfg(test)]

@@ -1,119 +1,39 @@
 //! A site's status from its nodes and the pods scheduled on them (pure).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::Timestamp;
 
+use super::read::Observed;
 use crate::api::site::{NodeCounts, Site, SiteStatus, Utilisation};
-use crate::conditions::{Desired, set_condition};
+use crate::conditions::{Desired, kind, reason, set_condition};
+use crate::domain::pods;
+use crate::domain::resources::{Resource, Resources};
+use crate::domain::sites::{node_allocatable, node_capacity, node_ready, node_unschedulable};
 use crate::metrics::Metrics;
-use crate::quantity::Amount;
 
-/// The resources a site accounts for.
-const RESOURCES: [&str; 3] = ["cpu", "memory", "pods"];
-
-fn node_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+fn count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-fn node_unschedulable(node: &Node) -> bool {
-    node.spec
-        .as_ref()
-        .and_then(|s| s.unschedulable)
-        .unwrap_or(false)
-}
-
-/// A pod that holds resources on its node (not finished).
-fn holds_resources(pod: &Pod) -> bool {
-    !matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
-}
-
-/// Sums a per-node resource map over nodes.
-fn sum_nodes<'a>(
-    nodes: impl Iterator<Item = &'a BTreeMap<String, Quantity>>,
-) -> BTreeMap<&'static str, Amount> {
-    let mut sums: BTreeMap<&'static str, Amount> =
-        RESOURCES.iter().map(|r| (*r, Amount::ZERO)).collect();
-    for resources in nodes {
-        for r in RESOURCES {
-            if let Some(amount) = resources.get(r).and_then(|q| Amount::of(q).ok()) {
-                *sums.entry(r).or_default() += amount;
-            }
-        }
-    }
-    sums
-}
-
-/// The resources pods request: the sum of their containers' requests, and one pod slot each.
-fn requested(pods: &[Arc<Pod>]) -> BTreeMap<&'static str, Amount> {
-    let mut sums: BTreeMap<&'static str, Amount> =
-        RESOURCES.iter().map(|r| (*r, Amount::ZERO)).collect();
-    for pod in pods.iter().filter(|p| holds_resources(p)) {
-        *sums.entry("pods").or_default() += Amount::count(1);
-        let containers = pod
-            .spec
-            .as_ref()
-            .map(|s| s.containers.as_slice())
-            .unwrap_or_default();
-        for container in containers {
-            let requests = container
-                .resources
-                .as_ref()
-                .and_then(|r| r.requests.as_ref());
-            for r in ["cpu", "memory"] {
-                if let Some(amount) = requests
-                    .and_then(|q| q.get(r))
-                    .and_then(|q| Amount::of(q).ok())
-                {
-                    *sums.entry(r).or_default() += amount;
-                }
-            }
-        }
-    }
-    sums
-}
-
-fn quantities(amounts: &BTreeMap<&'static str, Amount>) -> BTreeMap<String, Quantity> {
-    amounts
-        .iter()
-        .map(|(r, a)| (r.to_string(), a.to_quantity(r)))
-        .collect()
-}
-
-/// Builds the status of `site` (zone `zone`) from its nodes and their pods.
-pub fn build(
-    site: &Site,
-    zone: &str,
-    nodes: &[Arc<Node>],
-    pods: &[Arc<Pod>],
-    now: Timestamp,
-) -> SiteStatus {
+/// The status of `site`, given what the caches say about it, at `now`.
+pub fn build(site: &Site, observed: &Observed, now: Timestamp) -> SiteStatus {
+    let nodes = &observed.nodes;
     let total = nodes.len();
-    let ready_nodes: Vec<&Arc<Node>> = nodes.iter().filter(|n| node_ready(n)).collect();
-    let ready = ready_nodes.len();
+    let ready = nodes.iter().filter(|n| node_ready(n)).count();
     let unschedulable = nodes.iter().filter(|n| node_unschedulable(n)).count();
-    let capacity = sum_nodes(
-        nodes
-            .iter()
-            .filter_map(|n| n.status.as_ref()?.capacity.as_ref()),
-    );
-    let allocatable = sum_nodes(
-        ready_nodes
-            .iter()
-            .filter_map(|n| n.status.as_ref()?.allocatable.as_ref()),
-    );
-    let requested = requested(pods);
-    let percent = |r: &str| requested[r].percent_of(allocatable[r]);
-    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let capacity: Resources = nodes.iter().map(|n| node_capacity(n)).sum();
+    // Only Ready nodes can take pods.
+    let allocatable: Resources = nodes
+        .iter()
+        .filter(|n| node_ready(n))
+        .map(|n| node_allocatable(n))
+        .sum();
+    let requested: Resources = observed
+        .pods
+        .iter()
+        .filter(|p| pods::holds_resources(p))
+        .map(|p| pods::requests(p))
+        .sum();
+    let percent = |r: Resource| requested.get(r).percent_of(allocatable.get(r));
 
     let generation = site.metadata.generation;
     let mut conditions = site
@@ -121,70 +41,86 @@ pub fn build(
         .as_ref()
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
-    let ready_condition = if site.spec.cordoned {
-        Desired::new(
-            "Ready",
-            false,
-            "Cordoned",
-            format!(
-                "the site is cordoned: no new placements, services move away ({})",
-                site.spec
-                    .cordon_reason
-                    .as_deref()
-                    .unwrap_or("no reason given")
-            ),
-        )
-    } else if ready == 0 {
-        Desired::new(
-            "Ready",
-            false,
-            "NoReadyNodes",
-            format!("no Ready node has the label topology.kubernetes.io/zone={zone}"),
-        )
-    } else {
-        Desired::new(
-            "Ready",
-            true,
-            "NodesReady",
-            format!("{ready} of {total} nodes Ready"),
-        )
-    };
-    set_condition(&mut conditions, ready_condition, generation, now);
-    let degraded = if ready < total {
-        Desired::new(
-            "Degraded",
-            true,
-            "NodesNotReady",
-            format!("{} of {total} nodes are not Ready", total - ready),
-        )
-    } else {
-        Desired::new(
-            "Degraded",
-            false,
-            "AllNodesReady",
-            format!("all {total} nodes are Ready"),
-        )
-    };
-    set_condition(&mut conditions, degraded, generation, now);
-
+    for condition in conditions_of(site, &observed.zone, total, ready) {
+        set_condition(&mut conditions, condition, generation, now);
+    }
     SiteStatus {
-        zone: Some(zone.to_string()),
+        zone: Some(observed.zone.clone()),
         nodes: NodeCounts {
             total: count(total),
             ready: count(ready),
             unschedulable: count(unschedulable),
         },
-        capacity: quantities(&capacity),
-        allocatable: quantities(&allocatable),
-        requested: quantities(&requested),
+        capacity: capacity.by_name(),
+        allocatable: allocatable.by_name(),
+        requested: requested.by_name(),
         utilisation: Utilisation {
-            cpu: percent("cpu"),
-            memory: percent("memory"),
-            pods: percent("pods"),
+            cpu: percent(Resource::Cpu),
+            memory: percent(Resource::Memory),
+            pods: percent(Resource::Pods),
         },
         observed_generation: generation,
         conditions,
     }
+}
+
+/// `Ready`, `Degraded` and `Cordoned`.
+fn conditions_of(site: &Site, zone: &str, total: usize, ready: usize) -> [Desired; 3] {
+    let cordon_reason = site
+        .spec
+        .cordon_reason
+        .as_deref()
+        .unwrap_or("no reason given");
+    let ready_condition = if site.spec.cordoned {
+        Desired::new(
+            kind::READY,
+            false,
+            reason::CORDONED,
+            format!(
+                "the site is cordoned: no new placements, services move away ({cordon_reason})"
+            ),
+        )
+    } else if ready == 0 {
+        Desired::new(
+            kind::READY,
+            false,
+            reason::NO_READY_NODES,
+            format!("no Ready node has the label topology.kubernetes.io/zone={zone}"),
+        )
+    } else {
+        Desired::new(
+            kind::READY,
+            true,
+            reason::NODES_READY,
+            format!("{ready} of {total} nodes Ready"),
+        )
+    };
+    let degraded = if ready < total {
+        Desired::new(
+            kind::DEGRADED,
+            true,
+            reason::NODES_NOT_READY,
+            format!("{} of {total} nodes are not Ready", total - ready),
+        )
+    } else {
+        Desired::new(
+            kind::DEGRADED,
+            false,
+            reason::ALL_NODES_READY,
+            format!("all {total} nodes are Ready"),
+        )
+    };
+    let cordoned = if site.spec.cordoned {
+        Desired::new(kind::CORDONED, true, reason::CORDONED, cordon_reason)
+    } else {
+        Desired::new(
+            kind::CORDONED,
+            false,
+            reason::NOT_CORDONED,
+            "the site takes new placements",
+        )
+    };
+    [ready_condition, degraded, cordoned]
 }
 
 /// Exports the status as gauges for the dashboards.
@@ -202,13 +138,12 @@ pub fn record_metrics(site: &str, status: &SiteStatus, metrics: &Metrics) {
         ("allocatable", &status.allocatable),
         ("requested", &status.requested),
     ] {
-        for (resource, quantity) in map {
-            if let Ok(amount) = Amount::of(quantity) {
-                metrics
-                    .site_resources
-                    .with_label_values(&[site, resource, kind])
-                    .set(amount.0 as f64 / 1000.0);
-            }
+        let amounts = Resources::from_map_lenient(map, Resource::name);
+        for r in Resource::ALL {
+            metrics
+                .site_resources
+                .with_label_values(&[site, r.name(), kind])
+                .set(amounts.get(r).0 as f64 / 1000.0);
         }
     }
 }
@@ -217,6 +152,12 @@ pub fn record_metrics(site: &str, status: &SiteStatus, metrics: &Metrics) {
 mod tests {
     use super::*;
     use crate::api::site::SiteSpec;
+    use crate::conditions::{find, is_true};
+    use crate::quantity::Amount;
+    use crate::testing;
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use std::sync::Arc;
 
     fn site(cordoned: bool) -> Site {
         let spec: SiteSpec = serde_json::from_value(serde_json::json!({
@@ -224,21 +165,13 @@ mod tests {
             "cordoned": cordoned, "cordonReason": if cordoned { Some("Wartung") } else { None },
         }))
         .expect("spec");
-        Site::new("rz-land", spec)
+        let mut site = Site::new("rz-land", spec);
+        site.metadata.generation = Some(3);
+        site
     }
 
-    fn node(name: &str, ready: bool, cpu: &str) -> Arc<Node> {
-        Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "metadata": { "name": name, "labels": { "topology.kubernetes.io/zone": "rz-land" } },
-                "status": {
-                    "capacity": { "cpu": cpu, "memory": "64Gi", "pods": "110" },
-                    "allocatable": { "cpu": cpu, "memory": "64Gi", "pods": "110" },
-                    "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }]
-                }
-            }))
-            .expect("node"),
-        )
+    fn node(name: &str, ready: bool) -> Arc<Node> {
+        Arc::new(testing::node(name, "rz-land", ready))
     }
 
     fn pod(cpu: &str, phase: &str) -> Arc<Pod> {
@@ -252,25 +185,23 @@ mod tests {
         )
     }
 
+    fn observed(nodes: Vec<Arc<Node>>, pods: Vec<Arc<Pod>>) -> Observed {
+        Observed {
+            zone: "rz-land".into(),
+            nodes,
+            pods,
+        }
+    }
+
     #[test]
     fn counts_nodes_and_sums_requests_of_running_pods() {
-        let nodes = [
-            node("n1", true, "32"),
-            node("n2", true, "32"),
-            node("n3", false, "32"),
-        ];
-        let pods = [
+        let nodes = vec![node("n1", true), node("n2", true), node("n3", false)];
+        let pods = vec![
             pod("4", "Running"),
             pod("4", "Running"),
             pod("8", "Succeeded"),
         ];
-        let status = build(
-            &site(false),
-            "rz-land",
-            &nodes,
-            &pods,
-            Timestamp::UNIX_EPOCH,
-        );
+        let status = build(&site(false), &observed(nodes, pods), Timestamp::UNIX_EPOCH);
         assert_eq!(
             status.nodes,
             NodeCounts {
@@ -293,32 +224,53 @@ mod tests {
         assert_eq!(status.requested["memory"], Quantity("2Gi".into()));
         assert_eq!(status.requested["pods"], Quantity("2".into()));
         assert_eq!(status.utilisation.cpu, 12);
-        assert!(crate::conditions::is_true(&status.conditions, "Ready"));
-        assert!(crate::conditions::is_true(&status.conditions, "Degraded"));
+        assert_eq!(status.observed_generation, Some(3));
+        assert!(is_true(&status.conditions, kind::READY));
+        assert!(is_true(&status.conditions, kind::DEGRADED));
+        assert!(!is_true(&status.conditions, kind::CORDONED));
     }
 
     #[test]
     fn a_cordoned_site_is_not_ready_and_says_why() {
         let status = build(
             &site(true),
-            "rz-land",
-            &[node("n1", true, "8")],
-            &[],
+            &observed(vec![node("n1", true)], vec![]),
             Timestamp::UNIX_EPOCH,
         );
-        let ready = crate::conditions::find(&status.conditions, "Ready").expect("Ready");
+        let ready = find(&status.conditions, kind::READY).expect("Ready");
         assert_eq!(ready.status, "False");
-        assert_eq!(ready.reason, "Cordoned");
+        assert_eq!(ready.reason, reason::CORDONED);
         assert!(ready.message.contains("Wartung"));
+        let cordoned = find(&status.conditions, kind::CORDONED).expect("Cordoned");
+        assert_eq!(
+            (cordoned.status.as_str(), cordoned.message.as_str()),
+            ("True", "Wartung")
+        );
     }
 
     #[test]
     fn a_site_without_nodes_is_not_ready() {
-        let status = build(&site(false), "rz-land", &[], &[], Timestamp::UNIX_EPOCH);
+        let status = build(
+            &site(false),
+            &observed(vec![], vec![]),
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(
-            crate::conditions::find(&status.conditions, "Ready").map(|c| c.reason.as_str()),
-            Some("NoReadyNodes")
+            find(&status.conditions, kind::READY).map(|c| c.reason.as_str()),
+            Some(reason::NO_READY_NODES)
         );
         assert_eq!(status.utilisation.cpu, 0);
+        assert_eq!(status.requested["cpu"], Amount::ZERO.to_cpu());
+    }
+
+    #[test]
+    fn an_unchanged_world_gives_an_unchanged_status() {
+        let s = site(false);
+        let o = observed(vec![node("n1", true)], vec![pod("1", "Running")]);
+        let first = build(&s, &o, Timestamp::UNIX_EPOCH);
+        let mut again = s.clone();
+        again.status = Some(first.clone());
+        let later = Timestamp::from_second(3600).expect("t");
+        assert_eq!(build(&again, &o, later), first, "nothing to write");
     }
 }

@@ -1,5 +1,6 @@
-//! What the cluster should hold for a tenant: pure functions from the Tenant (and what the
-//! caches say) to the desired child objects.
+//! What the cluster should hold for a tenant (pure): per namespace, the Namespace with its
+//! labels, the LimitRange, the admins' RoleBinding and the network policies. The quotas are
+//! drawn separately (`quota`), from what the namespaces use.
 
 use std::collections::BTreeMap;
 
@@ -12,53 +13,24 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::quota::{Amounts, hard_quantities};
-use crate::api::common::ProtectionLevel;
 use crate::api::security_baseline::PodSecurityLevel;
-use crate::api::tenant::{SubjectKind, Tenant, TransportProtocol};
+use crate::api::tenant::{EgressRule, SubjectKind, Tenant, TransportProtocol};
+use crate::controller::Settings;
+use crate::domain::resources::{Resource, Resources};
+use crate::domain::tenancy::{
+    self, LIMIT_RANGE_NAME, POLICY_DEFAULT_DENY, POLICY_DNS, POLICY_EGRESS, POLICY_GATEWAY,
+    POLICY_TENANT, QUOTA_NAME, ROLE_BINDING_NAME, TENANT_ADMIN_ROLE,
+};
 use crate::meta::{self, BASELINE_LABEL, MissingOwner, TENANT_LABEL};
 
-/// The ClusterRole tenant admins are bound to in each of their namespaces.
-pub const TENANT_ADMIN_ROLE: &str = "verbund-tenant-admin";
-pub const QUOTA_NAME: &str = "verbund-tenant-quota";
-pub const LIMIT_RANGE_NAME: &str = "verbund-defaults";
-pub const ROLE_BINDING_NAME: &str = "verbund-tenant-admins";
-pub const POLICY_DEFAULT_DENY: &str = "verbund-default-deny";
-pub const POLICY_DNS: &str = "verbund-allow-dns";
-pub const POLICY_TENANT: &str = "verbund-allow-tenant";
-pub const POLICY_GATEWAY: &str = "verbund-allow-gateway";
-pub const POLICY_EGRESS: &str = "verbund-egress";
+/// The label every namespace carries with its own name (set by the API server).
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
-/// Namespaces no tenant may claim.
-pub const RESERVED_NAMESPACES: [&str; 4] =
-    ["default", "kube-system", "kube-public", "kube-node-lease"];
-
-/// The baseline a tenant's namespaces are bound to: `spec.baseline`, or the one for its
-/// protection level.
-pub fn baseline_name(tenant: &Tenant) -> String {
-    tenant.spec.baseline.clone().unwrap_or_else(|| {
-        match tenant.spec.max_protection_level {
-            ProtectionLevel::Normal => "grundschutz-normal",
-            ProtectionLevel::High => "grundschutz-hoch",
-            ProtectionLevel::VeryHigh => "grundschutz-sehr-hoch",
-        }
-        .to_string()
-    })
-}
-
-/// Settings that are the pool's, not the tenant's.
-#[derive(Debug, Clone)]
-pub struct PoolSettings {
-    /// Namespace of the portal gateway (ingress controller), allowed to reach tenant pods.
-    pub gateway_namespace: String,
-}
-
-/// Every child of a tenant except the quotas (their hards come from a two-step redraw, see
-/// `quota`), for one namespace.
+/// Every child of a tenant except the quotas, for one namespace.
 #[derive(Debug, Clone)]
 pub struct NamespaceChildren {
     pub namespace: Namespace,
@@ -73,34 +45,47 @@ pub struct Desired {
     pub namespaces: Vec<NamespaceChildren>,
 }
 
+/// Metadata of a child in `namespace`: common labels and the tenant as controller owner.
+struct ChildMeta {
+    tenant: String,
+    owner: OwnerReference,
+}
+
+impl ChildMeta {
+    fn of(&self, name: &str, namespace: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(meta::common_labels(&self.tenant)),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..Default::default()
+        }
+    }
+}
+
 /// Builds the desired children. `pod_security` comes from the bound baseline.
 pub fn build(
     tenant: &Tenant,
     pod_security: PodSecurityLevel,
-    settings: &PoolSettings,
+    settings: &Settings,
 ) -> Result<Desired, MissingOwner> {
-    let owner = meta::owner_reference(tenant)?;
-    let name = tenant.name_any();
-    let baseline = baseline_name(tenant);
-    let child_meta = |object_name: &str, namespace: &str| ObjectMeta {
-        name: Some(object_name.to_string()),
-        namespace: Some(namespace.to_string()),
-        labels: Some(meta::common_labels(&name)),
-        owner_references: Some(vec![owner.clone()]),
-        ..Default::default()
+    let child = ChildMeta {
+        tenant: tenant.name_any(),
+        owner: meta::owner_reference(tenant)?,
     };
+    let baseline = tenancy::baseline_name(tenant);
     let namespaces = tenant
         .spec
         .namespaces
         .iter()
         .map(|ns| NamespaceChildren {
-            namespace: namespace(&name, ns, &baseline, pod_security),
+            namespace: namespace(&child.tenant, ns, &baseline, pod_security),
             limit_range: LimitRange {
-                metadata: child_meta(LIMIT_RANGE_NAME, ns),
+                metadata: child.of(LIMIT_RANGE_NAME, ns),
                 spec: Some(limit_range_spec()),
             },
-            role_binding: role_binding(tenant, child_meta(ROLE_BINDING_NAME, ns)),
-            network_policies: network_policies(tenant, ns, settings, &child_meta),
+            role_binding: role_binding(tenant, child.of(ROLE_BINDING_NAME, ns)),
+            network_policies: network_policies(tenant, ns, settings, &child),
         })
         .collect();
     Ok(Desired { namespaces })
@@ -141,18 +126,16 @@ fn namespace(
 pub fn quota(
     tenant: &Tenant,
     namespace: &str,
-    hards: &Amounts,
+    hards: Resources,
 ) -> Result<ResourceQuota, MissingOwner> {
+    let child = ChildMeta {
+        tenant: tenant.name_any(),
+        owner: meta::owner_reference(tenant)?,
+    };
     Ok(ResourceQuota {
-        metadata: ObjectMeta {
-            name: Some(QUOTA_NAME.into()),
-            namespace: Some(namespace.into()),
-            labels: Some(meta::common_labels(&tenant.name_any())),
-            owner_references: Some(vec![meta::owner_reference(tenant)?]),
-            ..Default::default()
-        },
+        metadata: child.of(QUOTA_NAME, namespace),
         spec: Some(ResourceQuotaSpec {
-            hard: Some(hard_quantities(hards)),
+            hard: Some(hards.to_map(Resource::quota_key)),
             ..Default::default()
         }),
         status: None,
@@ -210,7 +193,7 @@ fn role_binding(tenant: &Tenant, metadata: ObjectMeta) -> RoleBinding {
     }
 }
 
-fn namespace_selector(labels: &[(&str, &str)]) -> Option<LabelSelector> {
+fn selector(labels: &[(&str, &str)]) -> Option<LabelSelector> {
     Some(LabelSelector {
         match_labels: Some(
             labels
@@ -222,159 +205,233 @@ fn namespace_selector(labels: &[(&str, &str)]) -> Option<LabelSelector> {
     })
 }
 
+fn port(number: i32, protocol: &str) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(number)),
+        protocol: Some(protocol.into()),
+        end_port: None,
+    }
+}
+
+/// Every pod of the namespace.
+fn all_pods() -> Option<LabelSelector> {
+    Some(LabelSelector::default())
+}
+
 /// Isolation of one namespace (APP.4.4.A7, A18): deny everything, then allow DNS, traffic within
 /// the tenant, ingress from the portal gateway and the tenant's declared egress.
 fn network_policies(
     tenant: &Tenant,
     namespace: &str,
-    settings: &PoolSettings,
-    child_meta: &dyn Fn(&str, &str) -> ObjectMeta,
+    settings: &Settings,
+    child: &ChildMeta,
 ) -> Vec<NetworkPolicy> {
-    let name = tenant.name_any();
-    let all_pods = LabelSelector::default();
-    let policy = |policy_name: &str, spec: NetworkPolicySpec| NetworkPolicy {
-        metadata: child_meta(policy_name, namespace),
+    let policy = |name: &str, spec: NetworkPolicySpec| NetworkPolicy {
+        metadata: child.of(name, namespace),
         spec: Some(spec),
     };
-    let port = |number: i32, protocol: &str| NetworkPolicyPort {
-        port: Some(IntOrString::Int(number)),
-        protocol: Some(protocol.into()),
-        end_port: None,
-    };
-    let same_tenant = NetworkPolicyPeer {
-        namespace_selector: namespace_selector(&[(TENANT_LABEL, &name)]),
-        ..Default::default()
-    };
     let mut policies = vec![
-        policy(
-            POLICY_DEFAULT_DENY,
-            NetworkPolicySpec {
-                pod_selector: Some(all_pods.clone()),
-                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-                ..Default::default()
-            },
-        ),
-        policy(
-            POLICY_DNS,
-            NetworkPolicySpec {
-                pod_selector: Some(all_pods.clone()),
-                policy_types: Some(vec!["Egress".into()]),
-                egress: Some(vec![NetworkPolicyEgressRule {
-                    to: Some(vec![NetworkPolicyPeer {
-                        namespace_selector: namespace_selector(&[(
-                            "kubernetes.io/metadata.name",
-                            "kube-system",
-                        )]),
-                        pod_selector: Some(LabelSelector {
-                            match_labels: Some(
-                                [("k8s-app".to_string(), "kube-dns".to_string())].into(),
-                            ),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }]),
-                    ports: Some(vec![port(53, "UDP"), port(53, "TCP")]),
-                }]),
-                ..Default::default()
-            },
-        ),
-        policy(
-            POLICY_TENANT,
-            NetworkPolicySpec {
-                pod_selector: Some(all_pods.clone()),
-                policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-                ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![same_tenant.clone()]),
-                    ports: None,
-                }]),
-                egress: Some(vec![NetworkPolicyEgressRule {
-                    to: Some(vec![same_tenant]),
-                    ports: None,
-                }]),
-            },
-        ),
-        policy(
-            POLICY_GATEWAY,
-            NetworkPolicySpec {
-                pod_selector: Some(all_pods.clone()),
-                policy_types: Some(vec!["Ingress".into()]),
-                ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![NetworkPolicyPeer {
-                        namespace_selector: namespace_selector(&[(
-                            "kubernetes.io/metadata.name",
-                            &settings.gateway_namespace,
-                        )]),
-                        ..Default::default()
-                    }]),
-                    ports: None,
-                }]),
-                ..Default::default()
-            },
-        ),
+        policy(POLICY_DEFAULT_DENY, default_deny()),
+        policy(POLICY_DNS, allow_dns()),
+        policy(POLICY_TENANT, allow_tenant(&child.tenant)),
+        policy(POLICY_GATEWAY, allow_gateway(&settings.gateway_namespace)),
     ];
     if !tenant.spec.egress.is_empty() {
-        let rules = tenant
-            .spec
-            .egress
-            .iter()
-            .map(|rule| {
-                let peer = match (&rule.cidr, &rule.namespace) {
-                    (Some(cidr), _) => NetworkPolicyPeer {
-                        ip_block: Some(IPBlock {
-                            cidr: cidr.clone(),
-                            except: None,
-                        }),
-                        ..Default::default()
-                    },
-                    (None, ns) => NetworkPolicyPeer {
-                        namespace_selector: namespace_selector(&[(
-                            "kubernetes.io/metadata.name",
-                            ns.as_deref().unwrap_or_default(),
-                        )]),
-                        ..Default::default()
-                    },
-                };
-                let ports = (!rule.ports.is_empty()).then(|| {
-                    rule.ports
-                        .iter()
-                        .map(|p| {
-                            let protocol = match p.protocol {
-                                TransportProtocol::TCP => "TCP",
-                                TransportProtocol::UDP => "UDP",
-                            };
-                            port(p.port, protocol)
-                        })
-                        .collect()
-                });
-                NetworkPolicyEgressRule {
-                    to: Some(vec![peer]),
-                    ports,
-                }
-            })
-            .collect();
-        policies.push(policy(
-            POLICY_EGRESS,
-            NetworkPolicySpec {
-                pod_selector: Some(all_pods),
-                policy_types: Some(vec!["Egress".into()]),
-                egress: Some(rules),
-                ..Default::default()
-            },
-        ));
+        policies.push(policy(POLICY_EGRESS, allow_egress(&tenant.spec.egress)));
     }
     policies
 }
 
-/// The names of the network policies Verbund manages in a tenant namespace.
-pub fn policy_names(tenant: &Tenant) -> Vec<&'static str> {
-    let mut names = vec![
-        POLICY_DEFAULT_DENY,
-        POLICY_DNS,
-        POLICY_TENANT,
-        POLICY_GATEWAY,
-    ];
-    if !tenant.spec.egress.is_empty() {
-        names.push(POLICY_EGRESS);
+/// No traffic in or out unless another policy allows it.
+fn default_deny() -> NetworkPolicySpec {
+    NetworkPolicySpec {
+        pod_selector: all_pods(),
+        policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+        ..Default::default()
     }
-    names
+}
+
+/// Name lookups at the cluster DNS.
+fn allow_dns() -> NetworkPolicySpec {
+    NetworkPolicySpec {
+        pod_selector: all_pods(),
+        policy_types: Some(vec!["Egress".into()]),
+        egress: Some(vec![NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                namespace_selector: selector(&[(NAMESPACE_NAME_LABEL, "kube-system")]),
+                pod_selector: selector(&[("k8s-app", "kube-dns")]),
+                ..Default::default()
+            }]),
+            ports: Some(vec![port(53, "UDP"), port(53, "TCP")]),
+        }]),
+        ..Default::default()
+    }
+}
+
+/// Traffic between the tenant's own namespaces, both ways.
+fn allow_tenant(tenant: &str) -> NetworkPolicySpec {
+    let same_tenant = NetworkPolicyPeer {
+        namespace_selector: selector(&[(TENANT_LABEL, tenant)]),
+        ..Default::default()
+    };
+    NetworkPolicySpec {
+        pod_selector: all_pods(),
+        policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+        ingress: Some(vec![NetworkPolicyIngressRule {
+            from: Some(vec![same_tenant.clone()]),
+            ports: None,
+        }]),
+        egress: Some(vec![NetworkPolicyEgressRule {
+            to: Some(vec![same_tenant]),
+            ports: None,
+        }]),
+    }
+}
+
+/// Ingress from the portal gateway.
+fn allow_gateway(gateway_namespace: &str) -> NetworkPolicySpec {
+    NetworkPolicySpec {
+        pod_selector: all_pods(),
+        policy_types: Some(vec!["Ingress".into()]),
+        ingress: Some(vec![NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                namespace_selector: selector(&[(NAMESPACE_NAME_LABEL, gateway_namespace)]),
+                ..Default::default()
+            }]),
+            ports: None,
+        }]),
+        ..Default::default()
+    }
+}
+
+/// The destinations the tenant declared.
+fn allow_egress(rules: &[EgressRule]) -> NetworkPolicySpec {
+    let rules = rules
+        .iter()
+        .map(|rule| {
+            let peer = match (&rule.cidr, &rule.namespace) {
+                (Some(cidr), _) => NetworkPolicyPeer {
+                    ip_block: Some(IPBlock {
+                        cidr: cidr.clone(),
+                        except: None,
+                    }),
+                    ..Default::default()
+                },
+                (None, ns) => NetworkPolicyPeer {
+                    namespace_selector: selector(&[(
+                        NAMESPACE_NAME_LABEL,
+                        ns.as_deref().unwrap_or_default(),
+                    )]),
+                    ..Default::default()
+                },
+            };
+            let ports = (!rule.ports.is_empty()).then(|| {
+                rule.ports
+                    .iter()
+                    .map(|p| match p.protocol {
+                        TransportProtocol::TCP => port(p.port, "TCP"),
+                        TransportProtocol::UDP => port(p.port, "UDP"),
+                    })
+                    .collect()
+            });
+            NetworkPolicyEgressRule {
+                to: Some(vec![peer]),
+                ports,
+            }
+        })
+        .collect();
+    NetworkPolicySpec {
+        pod_selector: all_pods(),
+        policy_types: Some(vec!["Egress".into()]),
+        egress: Some(rules),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseline::audit::has_default_deny;
+    use crate::testing;
+    use serde_json::json;
+
+    fn settings() -> Settings {
+        Settings {
+            gateway_namespace: "verbund-gateway".into(),
+        }
+    }
+
+    #[test]
+    fn every_namespace_gets_labels_limits_admins_and_isolation() {
+        let t = testing::tenant(
+            "lhs",
+            &["lhs-portal", "lhs-intern"],
+            json!({ "admins": [{ "kind": "Group", "name": "lhs-admins" }], "maxProtectionLevel": "High" }),
+        );
+        let desired = build(&t, PodSecurityLevel::Restricted, &settings()).expect("owner");
+        assert_eq!(desired.namespaces.len(), 2);
+        let first = &desired.namespaces[0];
+        let labels = first.namespace.labels();
+        assert_eq!(labels[BASELINE_LABEL], "grundschutz-hoch");
+        assert_eq!(labels["pod-security.kubernetes.io/enforce"], "restricted");
+        assert_eq!(labels[TENANT_LABEL], "lhs");
+        let subjects = first.role_binding.subjects.clone().unwrap_or_default();
+        assert_eq!(subjects[0].name, "lhs-admins");
+        assert_eq!(first.role_binding.role_ref.name, TENANT_ADMIN_ROLE);
+        let names: Vec<String> = first
+            .network_policies
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                POLICY_DEFAULT_DENY,
+                POLICY_DNS,
+                POLICY_TENANT,
+                POLICY_GATEWAY
+            ],
+            "no egress policy without declared egress"
+        );
+        assert!(has_default_deny(&first.network_policies[..1]));
+        assert!(
+            first
+                .network_policies
+                .iter()
+                .all(|p| p.owner_references()[0].uid == "uid-lhs")
+        );
+    }
+
+    #[test]
+    fn declared_egress_becomes_one_policy() {
+        let t = testing::tenant(
+            "lhs",
+            &["lhs-portal"],
+            json!({ "egress": [
+                { "name": "xta", "cidr": "10.20.0.0/16", "ports": [{ "port": 443 }] },
+                { "name": "shared", "namespace": "verbund-shared" },
+            ] }),
+        );
+        let desired = build(&t, PodSecurityLevel::Baseline, &settings()).expect("owner");
+        let egress = desired.namespaces[0]
+            .network_policies
+            .iter()
+            .find(|p| p.name_any() == POLICY_EGRESS)
+            .and_then(|p| p.spec.clone())
+            .and_then(|s| s.egress)
+            .expect("egress policy");
+        assert_eq!(egress.len(), 2);
+        assert_eq!(
+            egress[0]
+                .to
+                .as_ref()
+                .and_then(|t| t[0].ip_block.clone())
+                .map(|b| b.cidr),
+            Some("10.20.0.0/16".to_string())
+        );
+        assert_eq!(
+            desired.namespaces[0].namespace.labels()["pod-security.kubernetes.io/warn"],
+            "baseline"
+        );
+    }
 }

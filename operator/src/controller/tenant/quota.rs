@@ -1,344 +1,225 @@
-//! Tenant-wide quota, enforced by the API server across all of a tenant's namespaces.
+//! The tenant's quota split over its namespaces, kept by a two-step redraw (see
+//! `domain::shares` for the arithmetic and why it never lets the sum exceed the total).
 //!
-//! Kubernetes enforces a ResourceQuota per namespace only. Verbund gives each of a tenant's
-//! namespaces a ResourceQuota whose `hard` is what that namespace uses plus a share of the
-//! tenant's remaining headroom:
-//!
-//! ```text
-//! hard(ns) = used(ns) + (total - Σ used) / number of namespaces
-//! ```
-//!
-//! so the hards of all namespaces add up to the tenant's total and the API server itself
-//! refuses any pod beyond it, even while the operator is down. Whenever use changes, the
-//! shares are redrawn from the current use (debounced, so a burst of pods costs one redraw).
-//!
-//! Redrawing must never let the sum exceed the total, even for a moment, while pods are being
-//! admitted concurrently. So it happens in two steps: first every namespace whose hard goes
-//! down is lowered; then, from a fresh read of the quotas, the namespaces whose hard goes up
-//! are raised only within the budget `total - Σ max(hard, used)`. A namespace can use at most
-//! its hard (the admission plugin checks, and updates `used`, atomically), so that budget is
-//! never more than what is really free.
-//!
-//! The price of a strict, operator-independent limit: near the total, free capacity can sit
-//! in one namespace's share while another namespace is refused, until the next redraw.
+//! Each namespace's ResourceQuota carries the hards Verbund intends in an annotation, so that
+//! an edit of `spec.hard` by someone else is taken back to them.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceQuota;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{Api, ListParams};
+use kube::{Resource, ResourceExt};
 
-use crate::api::tenant::TenantQuota;
-use crate::quantity::{Amount, ParseError};
+use super::build;
+use crate::api::tenant::Tenant;
+use crate::controller::Context;
+use crate::controller::apply::cached;
+use crate::controller::error::{ApiError, Error, SpecError};
+use crate::domain::resources::{Resource as PoolResource, Resources};
+use crate::domain::shares;
+use crate::domain::tenancy::{self, NamespaceQuota, QUOTA_NAME};
+use crate::meta::{self, MANAGED_BY, MANAGED_BY_LABEL, TENANT_LABEL};
+use crate::quantity::Amount;
 
-/// ResourceQuota keys Verbund manages, each with the granularity shares are cut at
-/// (millicores for CPU, bytes for memory, whole pods).
-pub const RESOURCES: [(&str, i128); 3] = [
-    ("requests.cpu", 1),
-    ("requests.memory", 1000),
-    ("pods", 1000),
-];
+/// Annotation on a tenant namespace's ResourceQuota: the hards Verbund intends.
+pub const SHARE_ANNOTATION: &str = "verbund.saarland.de/tenant-share";
 
-/// Per-resource amounts, keyed by ResourceQuota key.
-pub type Amounts = BTreeMap<&'static str, Amount>;
-
-/// What one namespace's quota says now.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NamespaceQuota {
-    pub namespace: String,
-    /// The current `spec.hard`; missing resources (or a missing quota) count as zero.
-    pub hard: Amounts,
-    /// The current `status.used`.
-    pub used: Amounts,
+/// The share annotation's value: `requests.cpu=<milli>,requests.memory=<milli>,pods=<milli>`.
+pub fn format_share(share: Resources) -> String {
+    PoolResource::ALL
+        .iter()
+        .map(|r| format!("{}={}", r.quota_key(), share.get(*r).0))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-/// The tenant's total as amounts.
-pub fn tenant_total(quota: &TenantQuota) -> Result<Amounts, ParseError> {
-    Ok([
-        ("requests.cpu", Amount::of(&quota.cpu)?),
-        ("requests.memory", Amount::of(&quota.memory)?),
-        ("pods", Amount::count(i64::from(quota.pods))),
-    ]
-    .into())
+/// Reads a share annotation; None when it is missing a resource or malformed.
+pub fn parse_share(text: &str) -> Option<Resources> {
+    let mut share = Resources::ZERO;
+    let mut seen = 0;
+    for pair in text.split(',') {
+        let (key, value) = pair.split_once('=')?;
+        let resource = PoolResource::ALL
+            .into_iter()
+            .find(|r| r.quota_key() == key)?;
+        share.set(resource, Amount(value.parse().ok()?));
+        seen += 1;
+    }
+    (seen == PoolResource::ALL.len()).then_some(share)
 }
 
-/// Reads hard and used of a stored ResourceQuota. Resources it does not list (or an absent
-/// quota) are left out; unparsable values count as zero.
-pub fn namespace_quota(namespace: &str, quota: Option<&ResourceQuota>) -> NamespaceQuota {
-    let pick = |map: Option<&BTreeMap<String, Quantity>>| -> Amounts {
-        RESOURCES
+/// A cached quota as the redraw sees it: its hards as Verbund intends them (from the share
+/// annotation, in place of `spec.hard` where someone edited it).
+fn intended(namespace: &str, stored: Option<&ResourceQuota>) -> NamespaceQuota {
+    let actual = tenancy::namespace_quota(namespace, stored);
+    let share = stored
+        .and_then(|q| q.annotations().get(SHARE_ANNOTATION))
+        .and_then(|text| parse_share(text));
+    NamespaceQuota {
+        hard: share.or(actual.hard),
+        ..actual
+    }
+}
+
+/// Keeps each namespace's ResourceQuota at its share of the tenant's quota.
+pub async fn reconcile_quotas(tenant: &Tenant, ctx: &Context) -> Result<(), Error> {
+    let total = tenancy::tenant_total(&tenant.spec.quota).map_err(SpecError::InvalidQuota)?;
+    let namespaces = &tenant.spec.namespaces;
+    let stored: Vec<Option<_>> = namespaces
+        .iter()
+        .map(|ns| cached(&ctx.stores.quotas, ns, QUOTA_NAME))
+        .collect();
+    let current: Vec<NamespaceQuota> = namespaces
+        .iter()
+        .zip(&stored)
+        .map(|(ns, q)| intended(ns, q.as_deref()))
+        .collect();
+    let targets: BTreeMap<String, Resources> = if shares::needs_redraw(total, &current) {
+        shares::fair_hards(total, &current)
+    } else {
+        current
             .iter()
-            .filter_map(|(key, _)| {
-                let quantity = map?.get(*key)?;
-                Some((*key, Amount::of(quantity).unwrap_or_default()))
-            })
+            .map(|ns| (ns.namespace.clone(), ns.hard.unwrap_or_default()))
             .collect()
     };
-    NamespaceQuota {
-        namespace: namespace.to_string(),
-        hard: pick(
-            quota
-                .and_then(|q| q.spec.as_ref())
-                .and_then(|s| s.hard.as_ref()),
-        ),
-        used: pick(
-            quota
-                .and_then(|q| q.status.as_ref())
-                .and_then(|s| s.used.as_ref()),
-        ),
-    }
-}
 
-/// The hards the namespaces should have: use plus an equal share of the headroom, the
-/// remainder going to the namespaces in spec order.
-pub fn fair_hards(total: &Amounts, namespaces: &[NamespaceQuota]) -> BTreeMap<String, Amounts> {
-    let mut result: BTreeMap<String, Amounts> = BTreeMap::new();
-    let n = namespaces.len() as i128;
-    if n == 0 {
-        return result;
-    }
-    for (key, unit) in RESOURCES {
-        let total = total.get(key).copied().unwrap_or_default();
-        let used: Amount = namespaces
-            .iter()
-            .map(|ns| ns.used.get(key).copied().unwrap_or_default())
-            .sum();
-        let headroom_units = total.saturating_sub(used).0 / unit;
-        let (share, remainder) = (headroom_units / n, headroom_units % n);
-        for (i, ns) in namespaces.iter().enumerate() {
-            let extra = share + i128::from((i as i128) < remainder);
-            let hard = ns.used.get(key).copied().unwrap_or_default() + Amount(extra * unit);
-            result
-                .entry(ns.namespace.clone())
-                .or_default()
-                .insert(key, hard);
-        }
-    }
-    result
-}
-
-/// Whether the shares must be redrawn: some namespace's hard is not its fair hard (a quota is
-/// missing, use changed, or the total changed). In a steady pool nothing is redrawn, so
-/// nothing is written.
-pub fn needs_redraw(total: &Amounts, namespaces: &[NamespaceQuota]) -> bool {
-    let fair = fair_hards(total, namespaces);
-    namespaces
+    // Step one: lower what goes down (only quotas that exist; new ones start in step two).
+    let actual: Vec<NamespaceQuota> = namespaces
         .iter()
-        .any(|ns| fair.get(&ns.namespace) != Some(&ns.hard))
-}
-
-/// Step one of a redraw: the hard of every namespace, lowered where the fair hard is lower and
-/// kept where it is higher (those wait for step two).
-pub fn lowered_hards(
-    current: &[NamespaceQuota],
-    fair: &BTreeMap<String, Amounts>,
-) -> BTreeMap<String, Amounts> {
-    current
-        .iter()
-        .map(|ns| {
-            let hards = RESOURCES
-                .iter()
-                .map(|(key, _)| {
-                    let now = ns.hard.get(key).copied().unwrap_or_default();
-                    let target = fair
-                        .get(&ns.namespace)
-                        .and_then(|f| f.get(key))
-                        .copied()
-                        .unwrap_or_default();
-                    (*key, now.min(target))
-                })
-                .collect();
-            (ns.namespace.clone(), hards)
-        })
-        .collect()
-}
-
-/// Step two of a redraw, from a fresh read: raises hards towards the fair ones, within the
-/// budget `total - Σ max(hard, used)`, in namespace order.
-pub fn raised_hards(
-    total: &Amounts,
-    fresh: &[NamespaceQuota],
-    fair: &BTreeMap<String, Amounts>,
-) -> BTreeMap<String, Amounts> {
-    let mut result: BTreeMap<String, Amounts> = fresh
-        .iter()
-        .map(|ns| (ns.namespace.clone(), ns.hard.clone()))
+        .zip(&stored)
+        .map(|(ns, q)| tenancy::namespace_quota(ns, q.as_deref()))
         .collect();
-    for (key, _) in RESOURCES {
-        let committed: Amount = fresh
-            .iter()
-            .map(|ns| {
-                let hard = ns.hard.get(key).copied().unwrap_or_default();
-                hard.max(ns.used.get(key).copied().unwrap_or_default())
-            })
-            .sum();
-        let mut budget = total
-            .get(key)
-            .copied()
-            .unwrap_or_default()
-            .saturating_sub(committed);
-        for ns in fresh {
-            let hard = ns.hard.get(key).copied().unwrap_or_default();
-            let target = fair
-                .get(&ns.namespace)
-                .and_then(|f| f.get(key))
-                .copied()
-                .unwrap_or_default();
-            let wanted = target.saturating_sub(hard);
-            let granted = Amount(wanted.0.min(budget.0));
-            budget = budget.saturating_sub(granted);
-            result
-                .entry(ns.namespace.clone())
-                .or_default()
-                .insert(key, hard + granted);
+    let lowered = shares::lowered_hards(&actual, &targets);
+    for (now, quota) in actual.iter().zip(&stored) {
+        let Some(quota) = quota else { continue };
+        let lower = lowered[&now.namespace];
+        // Someone else's edit is taken back here: lowered to the share, or kept low until step two.
+        if Some(lower) != now.hard || meta::written_by_others(quota.meta()) {
+            write_quota(
+                tenant,
+                &now.namespace,
+                lower,
+                targets[&now.namespace],
+                Some(quota.meta()),
+                ctx,
+            )
+            .await?;
         }
     }
-    result
+
+    // Step two: raise what goes up, within what is really free, from a fresh read.
+    let wants_more = actual.iter().any(|ns| {
+        let (target, now) = (targets[&ns.namespace], lowered[&ns.namespace]);
+        PoolResource::ALL
+            .iter()
+            .any(|r| target.get(*r) > now.get(*r))
+    });
+    if !(wants_more || stored.iter().any(Option::is_none)) {
+        return Ok(());
+    }
+    let fresh_by_ns = fresh_quotas(tenant, ctx).await?;
+    let fresh: Vec<NamespaceQuota> = namespaces
+        .iter()
+        .map(|ns| tenancy::namespace_quota(ns, fresh_by_ns.get(ns)))
+        .collect();
+    let raised = shares::raised_hards(total, &fresh, &targets);
+    for now in &fresh {
+        let ns = &now.namespace;
+        let stored = fresh_by_ns.get(ns);
+        if stored.is_none() || Some(raised[ns]) != now.hard {
+            write_quota(
+                tenant,
+                ns,
+                raised[ns],
+                targets[ns],
+                stored.map(|q| q.meta()),
+                ctx,
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
-/// The `spec.hard` map of a ResourceQuota for these amounts.
-pub fn hard_quantities(amounts: &Amounts) -> BTreeMap<String, Quantity> {
-    amounts
-        .iter()
-        .map(|(key, amount)| (key.to_string(), amount.to_quantity(key)))
-        .collect()
+/// The tenant's quotas as the API server holds them now (not the cache: step two must see
+/// what step one wrote and what was admitted since).
+async fn fresh_quotas(
+    tenant: &Tenant,
+    ctx: &Context,
+) -> Result<BTreeMap<String, ResourceQuota>, ApiError> {
+    let api: Api<ResourceQuota> = Api::all(ctx.client.clone());
+    let selector = format!(
+        "{MANAGED_BY_LABEL}={MANAGED_BY},{TENANT_LABEL}={}",
+        tenant.name_any()
+    );
+    let list = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(ApiError::with("list tenant quotas"))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|q| q.name_any() == QUOTA_NAME)
+        .filter_map(|q| Some((q.namespace()?, q)))
+        .collect())
+}
+
+/// Applies one namespace's quota with `hards`, remembering `share` as what Verbund intends.
+async fn write_quota(
+    tenant: &Tenant,
+    namespace: &str,
+    hards: Resources,
+    share: Resources,
+    stored: Option<&kube::api::ObjectMeta>,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let mut quota = build::quota(tenant, namespace, hards)?;
+    quota
+        .annotations_mut()
+        .insert(SHARE_ANNOTATION.into(), format_share(share));
+    ctx.writer
+        .apply_if_changed(
+            &Api::<ResourceQuota>::namespaced(ctx.client.clone(), namespace),
+            quota,
+            stored,
+        )
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
+    use serde_json::json;
 
-    fn amounts(cpu_millis: i128, pods: i64) -> Amounts {
-        [
-            ("requests.cpu", Amount(cpu_millis)),
-            ("requests.memory", Amount::ZERO),
-            ("pods", Amount::count(pods)),
-        ]
-        .into()
-    }
-
-    fn ns(name: &str, hard: Amounts, used: Amounts) -> NamespaceQuota {
-        NamespaceQuota {
-            namespace: name.into(),
-            hard,
-            used,
-        }
-    }
-
-    fn total(cpu_millis: i128, pods: i64) -> Amounts {
-        amounts(cpu_millis, pods)
+    #[test]
+    fn the_share_annotation_round_trips_and_refuses_partial_values() {
+        let share = Resources {
+            cpu: Amount(4000),
+            memory: Amount(1 << 40),
+            pods: Amount::count(20),
+        };
+        assert_eq!(parse_share(&format_share(share)), Some(share));
+        assert_eq!(parse_share("requests.cpu=1"), None);
+        assert_eq!(parse_share("nonsense"), None);
     }
 
     #[test]
-    fn fair_hards_add_up_to_the_total() {
-        let t = total(4000, 11);
-        let namespaces = [
-            ns("a", Amounts::new(), amounts(1000, 2)),
-            ns("b", Amounts::new(), amounts(0, 0)),
-        ];
-        let fair = fair_hards(&t, &namespaces);
-        assert_eq!(fair["a"]["requests.cpu"], Amount(2500));
-        assert_eq!(fair["b"]["requests.cpu"], Amount(1500));
-        let pods: Amount = fair.values().map(|h| h["pods"]).sum();
-        assert_eq!(pods, Amount::count(11), "whole pods, remainder included");
-        assert_eq!(fair["a"]["pods"], Amount::count(7));
-        assert_eq!(fair["b"]["pods"], Amount::count(4));
-    }
-
-    #[test]
-    fn a_fresh_tenant_gets_its_quota_split_evenly() {
-        let t = total(8000, 40);
-        let fresh = [
-            ns("a", Amounts::new(), Amounts::new()),
-            ns("b", Amounts::new(), Amounts::new()),
-        ];
-        assert!(needs_redraw(&t, &fresh));
-        let fair = fair_hards(&t, &fresh);
-        let raised = raised_hards(&t, &fresh, &fair);
-        assert_eq!(raised["a"]["requests.cpu"], Amount(4000));
-        assert_eq!(raised["b"]["pods"], Amount::count(20));
-    }
-
-    #[test]
-    fn no_redraw_while_the_shares_are_fair() {
-        let t = total(8000, 40);
-        let current = [
-            ns("a", amounts(4500, 22), amounts(1000, 5)),
-            ns("b", amounts(3500, 18), amounts(0, 1)),
-        ];
-        assert!(!needs_redraw(&t, &current));
-        let changed = [
-            ns("a", amounts(4500, 22), amounts(1500, 6)),
-            ns("b", amounts(3500, 18), amounts(0, 1)),
-        ];
-        assert!(needs_redraw(&t, &changed), "use changed");
-    }
-
-    #[test]
-    fn a_namespace_running_low_triggers_a_redraw_that_never_exceeds_the_total() {
-        let t = total(8000, 40);
-        // a has used 3.5 of its 4 cores; b uses nothing.
-        let current = [
-            ns("a", amounts(4000, 20), amounts(3500, 7)),
-            ns("b", amounts(4000, 20), amounts(0, 0)),
-        ];
-        assert!(needs_redraw(&t, &current));
-        let fair = fair_hards(&t, &current);
-        assert_eq!(fair["a"]["requests.cpu"], Amount(3500 + 2250));
-        assert_eq!(fair["b"]["requests.cpu"], Amount(2250));
-
-        let lowered = lowered_hards(&current, &fair);
-        assert_eq!(lowered["b"]["requests.cpu"], Amount(2250));
-        assert_eq!(
-            lowered["a"]["requests.cpu"],
-            Amount(4000),
-            "a waits for step two"
+    fn an_edited_hard_counts_as_what_verbund_intended() {
+        let mut q = testing::quota(
+            "a",
+            json!({ "requests.cpu": "100", "requests.memory": "1Gi", "pods": "5" }),
+            json!({}),
         );
-
-        // Between the steps, a pod of 1 core is admitted in b (within its lowered hard).
-        let fresh = [
-            ns("a", lowered["a"].clone(), amounts(3500, 7)),
-            ns("b", lowered["b"].clone(), amounts(1000, 1)),
-        ];
-        let raised = raised_hards(&t, &fresh, &fair);
-        let sum: Amount = raised.values().map(|h| h["requests.cpu"]).sum();
-        assert!(
-            sum <= Amount(8000),
-            "hards add up to at most the total: {sum:?}"
-        );
-        assert_eq!(raised["a"]["requests.cpu"], Amount(5750));
-    }
-
-    #[test]
-    fn step_two_grants_nothing_beyond_what_is_really_free() {
-        let t = total(4000, 10);
-        // b was lowered to 1000 but already uses 2000 (admitted before the lowering).
-        let fresh = [
-            ns("a", amounts(1000, 5), amounts(1000, 1)),
-            ns("b", amounts(1000, 5), amounts(2000, 1)),
-        ];
-        let fair: BTreeMap<String, Amounts> = [
-            ("a".to_string(), amounts(3000, 5)),
-            ("b".to_string(), amounts(1000, 5)),
-        ]
-        .into();
-        let raised = raised_hards(&t, &fresh, &fair);
-        // committed = max(1000,1000) + max(1000,2000) = 3000: only 1000 left for a.
-        assert_eq!(raised["a"]["requests.cpu"], Amount(2000));
-        let committed = raised["a"]["requests.cpu"].max(Amount(1000))
-            + raised["b"]["requests.cpu"].max(Amount(2000));
-        assert!(committed <= Amount(4000));
-    }
-
-    #[test]
-    fn a_shrunk_total_lowers_the_hards() {
-        let t = total(2000, 10);
-        let current = [
-            ns("a", amounts(4000, 5), amounts(0, 0)),
-            ns("b", amounts(4000, 5), amounts(0, 0)),
-        ];
-        assert!(needs_redraw(&t, &current));
-        let lowered = lowered_hards(&current, &fair_hards(&t, &current));
-        assert_eq!(lowered["a"]["requests.cpu"], Amount(1000));
-        assert_eq!(lowered["b"]["requests.cpu"], Amount(1000));
+        let share = Resources {
+            cpu: Amount(4000),
+            memory: Amount::parse("1Gi").expect("q"),
+            pods: Amount::count(5),
+        };
+        q.annotations_mut()
+            .insert(SHARE_ANNOTATION.into(), format_share(share));
+        assert_eq!(intended("a", Some(&q)).hard, Some(share));
+        assert_eq!(intended("b", None).hard, None);
     }
 }

@@ -7,7 +7,7 @@
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::build::TENANT_ADMIN_ROLE;
+use crate::domain::tenancy::TENANT_ADMIN_ROLE;
 use crate::meta::{MANAGED_BY, MANAGED_BY_LABEL, PART_OF, PART_OF_LABEL};
 
 const ALL: [&str; 7] = [

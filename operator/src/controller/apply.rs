@@ -1,0 +1,236 @@
+//! Every write Verbund makes goes through the [`Writer`]: server-side apply with Verbund's field
+//! manager (forcing back fields someone else took), only when something changed, counted in
+//! `verbund_api_writes_total` by kind and verb. A reconcile that finds nothing to change sends
+//! no request at all (see `meta` for how "changed" is decided).
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::warn;
+
+use super::error::{ApiError, StatusError};
+use crate::meta::{self, FIELD_MANAGER};
+use crate::metrics::Metrics;
+
+/// A kind Verbund writes.
+pub trait Writable:
+    Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync
+{
+}
+
+impl<K> Writable for K where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync
+{
+}
+
+/// The one way to the API server for writes.
+#[derive(Clone)]
+pub struct Writer {
+    client: Client,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+impl Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+/// What `namespace/name` (or `name`) a message should show.
+fn object_name<K: Resource>(object: &K) -> String {
+    match object.meta().namespace.as_deref() {
+        Some(ns) => format!("{ns}/{}", object.name_any()),
+        None => object.name_any(),
+    }
+}
+
+impl Writer {
+    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
+        Self {
+            client,
+            recorder,
+            metrics,
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn count(&self, kind: &str, verb: &str) {
+        self.metrics
+            .api_writes
+            .with_label_values(&[kind, verb])
+            .inc();
+    }
+
+    /// Server-side apply of `object` through `api` (its kind, in its namespace), unconditionally.
+    pub async fn apply<K: Writable>(&self, api: &Api<K>, object: &K) -> Result<K, ApiError> {
+        let kind = K::kind(&());
+        self.count(&kind, "apply");
+        api.patch(
+            &object.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .map_err(ApiError::with(format!(
+            "apply {kind} {}",
+            object_name(object)
+        )))
+    }
+
+    /// Applies `object` when it differs from `stored` (the metadata of what the API server
+    /// holds; None: it does not exist) or someone else wrote it since. Returns what the API
+    /// server made of it when it wrote.
+    pub async fn apply_if_changed<K: Writable>(
+        &self,
+        api: &Api<K>,
+        object: K,
+        stored: Option<&ObjectMeta>,
+    ) -> Result<Option<K>, ApiError> {
+        self.apply_if_changed_with(api, object, stored, |_| {})
+            .await
+    }
+
+    /// Like [`Writer::apply_if_changed`]; `finish` sets fields that are not part of the desired
+    /// state's hash (a replica count the autoscaler owns), just before the write.
+    pub async fn apply_if_changed_with<K: Writable>(
+        &self,
+        api: &Api<K>,
+        mut object: K,
+        stored: Option<&ObjectMeta>,
+        finish: impl FnOnce(&mut K),
+    ) -> Result<Option<K>, ApiError> {
+        let hash = meta::stamp(&mut object);
+        if !meta::needs_apply(&hash, stored) {
+            return Ok(None);
+        }
+        finish(&mut object);
+        self.apply(api, &object).await.map(Some)
+    }
+
+    /// [`Writer::apply_if_changed`] for a kind known only at run time (PolicyReports).
+    pub async fn apply_dynamic_if_changed(
+        &self,
+        api: &Api<DynamicObject>,
+        mut object: DynamicObject,
+        stored: Option<&ObjectMeta>,
+    ) -> Result<Option<DynamicObject>, ApiError> {
+        let hash = meta::stamp(&mut object);
+        if !meta::needs_apply(&hash, stored) {
+            return Ok(None);
+        }
+        let kind = object
+            .types
+            .as_ref()
+            .map(|t| t.kind.clone())
+            .unwrap_or_default();
+        self.count(&kind, "apply");
+        api.patch(
+            &object.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .map(Some)
+        .map_err(ApiError::with(format!(
+            "apply {kind} {}",
+            object_name(&object)
+        )))
+    }
+
+    /// Server-side apply of `K`'s status.
+    pub async fn apply_status<K: Writable, S: Serialize>(
+        &self,
+        api: &Api<K>,
+        object: &K,
+        status: &S,
+    ) -> Result<(), StatusError> {
+        let kind = K::kind(&());
+        let name = object.name_any();
+        let status = serde_json::to_value(status).map_err(|e| StatusError::Encoding {
+            kind: kind.to_string(),
+            name: name.clone(),
+            message: e.to_string(),
+        })?;
+        let body = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": kind,
+            "status": status,
+        });
+        self.count(&kind, "status");
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            ApiError::new(
+                format!("update status of {kind} {}", object_name(object)),
+                e,
+            )
+        })
+        .map_err(StatusError::from)
+    }
+
+    /// Deletes `name` through `api` if it exists.
+    pub async fn delete<K: Writable>(&self, api: &Api<K>, name: &str) -> Result<(), ApiError> {
+        let kind = K::kind(&());
+        self.count(&kind, "delete");
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(e) => Err(ApiError::new(format!("delete {kind} {name}"), e)),
+        }
+    }
+
+    /// Publishes an Event about `reference` (Warning for problems someone should act on).
+    /// Events are best effort: a failure is logged, never fails the reconcile.
+    pub async fn publish(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        event: Event,
+    ) {
+        self.count("Event", "create");
+        if let Err(error) = self.recorder.publish(&event, reference).await {
+            warn!(%error, "cannot publish event");
+        }
+    }
+
+    /// Publishes an Event about one of Verbund's objects.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        self.publish(&object.object_ref(&()), event).await;
+    }
+}
+
+/// The cached object `name` in `namespace` (None: not cached, so absent).
+pub fn cached<S>(store: &Store<S>, namespace: &str, name: &str) -> Option<Arc<S>>
+where
+    S: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
+}

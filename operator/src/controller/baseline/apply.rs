@@ -1,0 +1,99 @@
+//! Applying a baseline's admission policy and binding, and reading what the API server made of
+//! them.
+
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use kube::ResourceExt;
+use kube::api::Api;
+
+use crate::baseline::policy::Compiled;
+use crate::controller::Context;
+use crate::controller::error::ApiError;
+
+/// What the API server made of the compiled policy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admission {
+    /// Policy and binding stored and type-checked without complaint.
+    Active,
+    /// Stored; the API server has not type-checked this generation yet.
+    Pending,
+    /// The API server refused the policy or binding: its message.
+    Rejected(String),
+    /// Stored, but type checking found problems: the API server's warnings.
+    TypeCheckFailed(String),
+}
+
+/// Applies policy and binding when they differ from what is stored, and reports what the API
+/// server made of them. A refusal is a result (the condition says why), not a retry.
+pub async fn apply_policy(ctx: &Context, compiled: Compiled) -> Result<Admission, ApiError> {
+    let Compiled { policy, binding } = compiled;
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(ctx.client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(ctx.client.clone());
+    let name = policy.name_any();
+
+    let mut stored = policies
+        .get_opt(&name)
+        .await
+        .map_err(ApiError::with(format!(
+            "read ValidatingAdmissionPolicy {name}"
+        )))?;
+    match ctx
+        .writer
+        .apply_if_changed(&policies, policy, stored.as_ref().map(|p| &p.metadata))
+        .await
+    {
+        Ok(Some(applied)) => stored = Some(applied),
+        Ok(None) => {}
+        Err(error) => return refusal(error),
+    }
+    let stored_binding = bindings
+        .get_opt(&name)
+        .await
+        .map_err(ApiError::with(format!(
+            "read ValidatingAdmissionPolicyBinding {name}"
+        )))?;
+    if let Err(error) = ctx
+        .writer
+        .apply_if_changed(
+            &bindings,
+            binding,
+            stored_binding.as_ref().map(|b| &b.metadata),
+        )
+        .await
+    {
+        return refusal(error);
+    }
+    Ok(admission_of(stored))
+}
+
+/// The admission state of a stored policy (None: not stored yet).
+fn admission_of(stored: Option<ValidatingAdmissionPolicy>) -> Admission {
+    let Some(stored) = stored else {
+        return Admission::Pending;
+    };
+    let status = stored.status.unwrap_or_default();
+    if status.observed_generation < stored.metadata.generation {
+        return Admission::Pending;
+    }
+    let warnings: Vec<String> = status
+        .type_checking
+        .and_then(|t| t.expression_warnings)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|w| format!("{}: {}", w.field_ref, w.warning))
+        .collect();
+    if warnings.is_empty() {
+        Admission::Active
+    } else {
+        Admission::TypeCheckFailed(warnings.join("; "))
+    }
+}
+
+/// A refused apply (invalid or forbidden object) becomes `Rejected`; anything else is retried.
+fn refusal(error: ApiError) -> Result<Admission, ApiError> {
+    match error.code() {
+        Some(400 | 422) => Ok(Admission::Rejected(error.message)),
+        _ => Err(error),
+    }
+}
