@@ -29,8 +29,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::InvalidObject;
-use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -319,6 +319,54 @@ impl Caches {
     }
 }
 
+/// An object of `K` as the watch delivers it: decoded, or why not, naming the field (kube's
+/// `DeserializeGuard` does the same without the path).
+#[derive(Debug, Clone)]
+struct Decoded<K>(Result<K, Box<InvalidObject>>);
+
+impl<'de, K: DeserializeOwned + Resource> serde::Deserialize<'de> for Decoded<K> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        match serde_path_to_error::deserialize::<_, K>(&value) {
+            Ok(object) => Ok(Decoded(Ok(object))),
+            Err(error) => {
+                let metadata = serde_json::from_value(value["metadata"].clone())
+                    .map_err(serde::de::Error::custom)?;
+                Ok(Decoded(Err(Box::new(InvalidObject {
+                    error: format!("{}: {}", error.path(), error.inner()),
+                    metadata,
+                }))))
+            }
+        }
+    }
+}
+
+impl<K: Resource> Resource for Decoded<K> {
+    type DynamicType = K::DynamicType;
+    type Scope = K::Scope;
+
+    fn kind(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+        K::version(dt)
+    }
+    fn plural(dt: &Self::DynamicType) -> std::borrow::Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        self.0.as_ref().map_or_else(|bad| &bad.metadata, K::meta)
+    }
+    fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        self.0
+            .as_mut()
+            .map_or_else(|bad| &mut bad.metadata, K::meta_mut)
+    }
+}
+
 /// What every watch shares.
 struct Sink {
     client: Client,
@@ -340,10 +388,8 @@ fn guarded<K>(sink: &Sink, cache: Cache<K>, watch: Watch<K>) -> BoxFuture<'stati
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    let api: Api<DeserializeGuard<K>> = Api::all(sink.client.clone());
-    keep(api, cache, watch, sink, |raw: DeserializeGuard<K>| {
-        raw.0.map_err(Box::new)
-    })
+    let api: Api<Decoded<K>> = Api::all(sink.client.clone());
+    keep(api, cache, watch, sink, |raw: Decoded<K>| raw.0)
 }
 
 /// The reference of a (possibly undecodable) object in a cache of `K`.
@@ -418,32 +464,31 @@ where
             };
             let event = match event {
                 watcher::Event::Apply(raw) => match decoded(raw) {
-                    Ok(object) => watcher::Event::Apply(object),
-                    Err(reference) => match store.get(&reference) {
-                        Some(stale) => watcher::Event::Delete((*stale).clone()),
-                        None => continue,
-                    },
+                    Ok(object) => Some(watcher::Event::Apply(object)),
+                    Err(reference) => store
+                        .get(&reference)
+                        .map(|stale| watcher::Event::Delete((*stale).clone())),
                 },
                 watcher::Event::InitApply(raw) => match decoded(raw) {
-                    Ok(object) => watcher::Event::InitApply(object),
-                    Err(_) => continue,
+                    Ok(object) => Some(watcher::Event::InitApply(object)),
+                    Err(_) => None,
                 },
                 watcher::Event::Delete(raw) => {
                     let reference = reference_of::<K, Raw>(&raw);
                     invalid.remove(&reference);
-                    match store.get(&reference) {
-                        Some(stored) => watcher::Event::Delete((*stored).clone()),
-                        None => continue,
-                    }
+                    store
+                        .get(&reference)
+                        .map(|stored| watcher::Event::Delete((*stored).clone()))
                 }
-                watcher::Event::Init => watcher::Event::Init,
-                watcher::Event::InitDone => watcher::Event::InitDone,
+                watcher::Event::Init => Some(watcher::Event::Init),
+                watcher::Event::InitDone => Some(watcher::Event::InitDone),
             };
-            writer.apply_watcher_event(&event);
             metrics
                 .invalid_objects
                 .with_label_values(&[kind])
                 .set(invalid.len() as i64);
+            let Some(event) = event else { continue };
+            writer.apply_watcher_event(&event);
             metrics
                 .cache_objects
                 .with_label_values(&[kind])
@@ -549,5 +594,34 @@ fn strip_pod(pod: &mut Pod) {
         if let Some(conditions) = status.conditions.as_mut() {
             conditions.retain(|c| c.type_ == "Ready");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_undecodable_object_keeps_its_metadata_and_says_which_field() {
+        let bad: Decoded<Site> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "Site",
+            "metadata": { "name": "rz-kaputt", "uid": "u1" },
+            "spec": { "displayName": 42, "operatedBy": { "kind": "State", "name": "x" } }
+        }))
+        .expect("a guard always decodes");
+        let invalid = bad.0.expect_err("not a Site");
+        assert_eq!(invalid.metadata.name.as_deref(), Some("rz-kaputt"));
+        assert!(
+            invalid.error.starts_with("spec.displayName: "),
+            "{}",
+            invalid.error
+        );
+        let good: Decoded<Site> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "Site",
+            "metadata": { "name": "rz-gut" },
+            "spec": { "displayName": "RZ", "operatedBy": { "kind": "State", "name": "x" } }
+        }))
+        .expect("decodes");
+        assert!(good.0.is_ok());
     }
 }

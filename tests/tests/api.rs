@@ -120,6 +120,114 @@ async fn kubectl_explain_shows_the_field_documentation() {
     }
 }
 
+/// `kubectl explain site` (and `tn`, `sbl`, `ps`) describes the kind itself, not a placeholder.
+#[tokio::test]
+async fn kubectl_explain_describes_every_kind() {
+    let cp = api_server().await;
+    for (short, expected) in [
+        ("site", "data-centre site contributing machines to the pool"),
+        ("tn", "organisation that uses the pool"),
+        ("sbl", "BSI IT-Grundschutz"),
+        ("ps", "online service of the citizens' portal"),
+    ] {
+        let out = verbund_tests::wait::until(Duration::from_secs(30), short, || async move {
+            let out = cp.kubectl().run(["explain", short]).await;
+            if out.success {
+                Ok(out.stdout)
+            } else {
+                Err(out.stderr)
+            }
+        })
+        .await;
+        let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat.contains(expected),
+            "kubectl explain {short} lacks {expected:?}:\n{out}"
+        );
+        assert!(
+            !out.contains("Auto-generated"),
+            "kubectl explain {short}:\n{out}"
+        );
+    }
+}
+
+/// Every notation of Kubernetes' quantity language is stored by the API server and read back
+/// by the operator as the API server means it; what the API server refuses, the operator
+/// refuses too. The CEL rules of the Tenant quota parse with the API server's own parser, so a
+/// value the schema let through but Kubernetes could not read would be refused here.
+#[tokio::test]
+async fn the_schema_and_the_operator_read_quantities_alike() {
+    use verbund_operator::quantity::Amount;
+    let cp = api_server().await;
+    let client = cp.client().await;
+    let tenants = dynamic_api(&client, "Tenant", None);
+    // (quantity, millicores as Kubernetes' MilliValue gives them)
+    let accepted: [(Value, i128); 22] = [
+        (json!("1"), 1000),
+        (json!("250m"), 250),
+        (json!("1.5"), 1500),
+        (json!(".5"), 500),
+        (json!("1."), 1000),
+        (json!("+2"), 2000),
+        (json!("1000000n"), 1),
+        (json!("1n"), 1),
+        (json!("2000u"), 2),
+        (json!("2k"), 2_000_000),
+        (json!("1M"), 1_000_000_000),
+        (json!("1G"), 1_000_000_000_000),
+        (json!("1T"), 1_000_000_000_000_000),
+        (json!("1P"), 1_000_000_000_000_000_000),
+        (json!("1E"), 1_000_000_000_000_000_000_000),
+        (json!("1Ki"), 1_024_000),
+        (json!("1Mi"), 1_048_576_000),
+        (json!("1.5Gi"), 1_610_612_736_000),
+        (json!("2e3"), 2_000_000),
+        (json!("5E-1"), 500),
+        (json!("1e+2"), 100_000),
+        (json!(4), 4000),
+    ];
+    for (i, (quantity, millis)) in accepted.iter().enumerate() {
+        let name = format!("quantity-{i}");
+        let tenant = set(base_tenant(&name), "/spec/quota/cpu", quantity.clone());
+        let stored = tenants
+            .patch(
+                &name,
+                &PatchParams::apply("verbund-tests"),
+                &Patch::Apply(&tenant),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{quantity} refused: {e}"));
+        let typed: Tenant = serde_json::from_value(serde_json::to_value(&stored).expect("json"))
+            .expect("the operator's types read the stored tenant");
+        assert_eq!(
+            Amount::of(&typed.spec.quota.cpu),
+            Ok(Amount(*millis)),
+            "{quantity} read back"
+        );
+    }
+    for quantity in [
+        "1e1.5", "1K", "1ki", "1e", "1.2.3", "e3", "1 Gi", "--1", "0x10",
+    ] {
+        let tenant = set(
+            base_tenant("quantity-bad"),
+            "/spec/quota/cpu",
+            json!(quantity),
+        );
+        let refused = tenants
+            .patch(
+                "quantity-bad",
+                &PatchParams::apply("verbund-tests").dry_run(),
+                &Patch::Apply(&tenant),
+            )
+            .await;
+        assert!(refused.is_err(), "the API server stored {quantity:?}");
+        assert!(
+            Amount::parse(quantity).is_err(),
+            "the operator reads {quantity:?}"
+        );
+    }
+}
+
 /// Creates the namespaces the example services live in (the operator does this in a real pool).
 async fn example_namespaces(client: &Client) {
     let namespaces: Api<Namespace> = Api::all(client.clone());

@@ -655,3 +655,62 @@ async fn the_rendered_pod_of_every_example_service_passes_pod_security_restricte
             .unwrap_or_else(|e| panic!("restricted refused the pod of {}: {e}", ps.name_any()));
     }
 }
+
+/// A child the API server refuses leaves its trace where users look: `Ready=False` with the
+/// error's category and the API server's own message, and one Warning Event; once the cause is
+/// gone the service converges without anyone touching it.
+#[tokio::test]
+async fn a_refused_child_shows_in_ready_with_the_api_servers_message() {
+    let cluster = pool().await;
+    let _sites = SITES.read().await;
+    let client = cluster.client().await;
+    let ns = tenant(&client, "abgelehnt", "Normal", &[], "8").await;
+    // A quota of the namespace's own admins (not Verbund's) that allows no Service.
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
+        Api::namespaced(client.clone(), &ns);
+    let no_services: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(json!({
+        "metadata": { "name": "keine-services" },
+        "spec": { "hard": { "services": "0" } }
+    }))
+    .expect("quota");
+    quotas
+        .create(&PostParams::default(), &no_services)
+        .await
+        .expect("quota");
+    let api = apply_service(
+        &client,
+        &ns,
+        &service("formular", "Normal", 1, 2, json!({})),
+    )
+    .await;
+    let ready = wait::until(TIMEOUT, "Ready=False with the refusal", || {
+        let api = api.clone();
+        async move {
+            let ps = api.get("formular").await.map_err(|e| e.to_string())?;
+            let conditions = ps.status.map(|s| s.conditions).unwrap_or_default();
+            match conditions::find(&conditions, conditions::kind::READY) {
+                Some(c) if c.reason == "QuotaRefused" => Ok(c.clone()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains("exceeded quota: keine-services"),
+        "the API server's words: {}",
+        ready.message
+    );
+
+    quotas
+        .delete("keine-services", &DeleteParams::default())
+        .await
+        .expect("quota deleted");
+    // Retried with backoff: the Service is created and the service gets Ready.
+    wait::ready(&api, "formular", Duration::from_secs(180)).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    services
+        .get("formular")
+        .await
+        .expect("the Service exists now");
+}

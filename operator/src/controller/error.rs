@@ -18,7 +18,7 @@ use crate::meta::MissingOwner;
 use crate::quantity::ParseError;
 
 /// Every category an error can have: the reasons a failed reconcile leaves on its object.
-pub const CATEGORIES: [&str; 22] = [
+pub const CATEGORIES: [&str; 21] = [
     "NoTenant",
     "ProtectionAboveTenant",
     "ReservedNamespace",
@@ -40,7 +40,6 @@ pub const CATEGORIES: [&str; 22] = [
     "StatusEncodingFailed",
     "FinalizerFailed",
     "Undecodable",
-    "NameConflict",
 ];
 
 /// How a controller reacts to an error.
