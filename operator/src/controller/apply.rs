@@ -6,6 +6,7 @@
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -225,6 +226,25 @@ impl Writer {
         };
         self.publish(&object.object_ref(&()), event).await;
     }
+}
+
+/// Applies a namespaced `object` when it differs from what `store` caches under its name (or
+/// someone else changed it).
+pub async fn apply_cached<K, S>(
+    writer: &Writer,
+    store: &Store<S>,
+    object: K,
+) -> Result<Option<K>, ApiError>
+where
+    K: Writable + Resource<Scope = NamespaceResourceScope>,
+    S: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let namespace = object.namespace().unwrap_or_default();
+    let stored = cached(store, &namespace, &object.name_any());
+    let api = Api::namespaced(writer.client.clone(), &namespace);
+    writer
+        .apply_if_changed(&api, object, stored.as_ref().map(|s| s.meta()))
+        .await
 }
 
 /// The cached object `name` in `namespace` (None: not cached, so absent).

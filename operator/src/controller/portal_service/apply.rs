@@ -8,7 +8,7 @@ use kube::api::Api;
 use super::build::Desired;
 use crate::api::portal_service::PortalService;
 use crate::controller::Context;
-use crate::controller::apply::cached;
+use crate::controller::apply::{apply_cached, cached};
 use crate::controller::error::ApiError;
 
 pub async fn apply_children(
@@ -30,14 +30,7 @@ pub async fn apply_children(
     let (stores, writer) = (&ctx.stores, &ctx.writer);
     let client = &ctx.client;
 
-    let stored = cached(&stores.service_accounts, &ns, &name);
-    writer
-        .apply_if_changed(
-            &Api::namespaced(client.clone(), &ns),
-            service_account,
-            stored.as_ref().map(|m| &m.metadata),
-        )
-        .await?;
+    apply_cached(writer, &stores.service_accounts, service_account).await?;
     if let Some(deployment) = deployment {
         // The replica count belongs to the autoscaler: Verbund sends what is stored (raised to
         // the floor), so that a baseline's replica rule holds from the first apply on and the
@@ -53,48 +46,14 @@ pub async fn apply_children(
             )
             .await?;
     }
-    let stored = cached(&stores.services, &ns, &name);
-    writer
-        .apply_if_changed(
-            &Api::namespaced(client.clone(), &ns),
-            service,
-            stored.as_ref().map(|m| &m.metadata),
-        )
-        .await?;
-    let stored = cached(&stores.autoscalers, &ns, &name);
-    writer
-        .apply_if_changed(
-            &Api::namespaced(client.clone(), &ns),
-            autoscaler,
-            stored.as_ref().map(|m| &m.metadata),
-        )
-        .await?;
-    let stored = cached(&stores.disruption_budgets, &ns, &name);
-    writer
-        .apply_if_changed(
-            &Api::namespaced(client.clone(), &ns),
-            disruption_budget,
-            stored.as_ref().map(|m| &m.metadata),
-        )
-        .await?;
-    let stored = cached(&stores.network_policies, &ns, &name);
-    writer
-        .apply_if_changed(
-            &Api::namespaced(client.clone(), &ns),
-            network_policy,
-            stored.as_ref().map(|m| &m.metadata),
-        )
-        .await?;
+    apply_cached(writer, &stores.services, service).await?;
+    apply_cached(writer, &stores.autoscalers, autoscaler).await?;
+    apply_cached(writer, &stores.disruption_budgets, disruption_budget).await?;
+    apply_cached(writer, &stores.network_policies, network_policy).await?;
     let stored = cached(&stores.ingresses, &ns, &name);
     match ingress {
         Some(ingress) => {
-            writer
-                .apply_if_changed(
-                    &Api::namespaced(client.clone(), &ns),
-                    ingress,
-                    stored.as_ref().map(|m| &m.metadata),
-                )
-                .await?;
+            apply_cached(writer, &stores.ingresses, ingress).await?;
         }
         None if stored.is_some() => {
             writer

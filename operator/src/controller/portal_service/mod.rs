@@ -207,32 +207,14 @@ async fn reconcile_service(ps: &PortalService, ctx: &Context) -> Result<Action, 
     Ok(Action::requeue(wait))
 }
 
-/// Writes the status when it changed; a new failure also becomes a Warning Event.
+/// Writes the status when it changed (see `controller::write_status`).
 async fn write_status(
     ps: &PortalService,
     ctx: &Context,
     status: PortalServiceStatus,
     failure: Option<&Failure>,
 ) -> Result<(), Error> {
-    let old = ps.status.as_ref();
-    if old == Some(&status) {
-        return Ok(());
-    }
-    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    if let Some(failure) = failure
-        && conditions::changed(old_conditions, &status.conditions, kind::READY)
-    {
-        ctx.writer
-            .event(
-                ps,
-                EventType::Warning,
-                failure.reason,
-                failure.message.clone(),
-            )
-            .await;
-    }
     let api: Api<PortalService> =
         Api::namespaced(ctx.client.clone(), &ps.namespace().unwrap_or_default());
-    ctx.writer.apply_status(&api, ps, &status).await?;
-    Ok(())
+    super::write_status(ctx, &api, ps, ps.status.as_ref(), &status, failure).await
 }

@@ -14,7 +14,7 @@ use tracing::info;
 use super::build::{Desired, NamespaceChildren};
 use crate::api::tenant::{DeletionPolicy, Tenant};
 use crate::controller::Context;
-use crate::controller::apply::cached;
+use crate::controller::apply::apply_cached;
 use crate::controller::error::ApiError;
 use crate::domain::tenancy::{
     GUARD_RAIL_POLICIES, LIMIT_RANGE_NAME, QUOTA_NAME, ROLE_BINDING_NAME,
@@ -46,32 +46,14 @@ pub async fn apply_children(
                 stored.as_ref().map(|m| &m.metadata),
             )
             .await?;
-        let stored = cached(&stores.limit_ranges, &ns, LIMIT_RANGE_NAME);
-        ctx.writer
-            .apply_if_changed(
-                &Api::<LimitRange>::namespaced(client.clone(), &ns),
-                limit_range,
-                stored.as_ref().map(|m| &m.metadata),
-            )
-            .await?;
-        let stored = cached(&stores.role_bindings, &ns, ROLE_BINDING_NAME);
-        ctx.writer
-            .apply_if_changed(
-                &Api::<RoleBinding>::namespaced(client.clone(), &ns),
-                role_binding,
-                stored.as_ref().map(|m| &m.metadata),
-            )
-            .await?;
+        apply_cached(&ctx.writer, &stores.limit_ranges, limit_range).await?;
+        apply_cached(&ctx.writer, &stores.role_bindings, role_binding).await?;
         let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
 
         let mut wanted = BTreeSet::new();
         for policy in network_policies {
-            let name = policy.name_any();
-            let stored = cached(&stores.network_policies, &ns, &name);
-            ctx.writer
-                .apply_if_changed(&policies, policy, stored.as_ref().map(|m| &m.metadata))
-                .await?;
-            wanted.insert(name);
+            wanted.insert(policy.name_any());
+            apply_cached(&ctx.writer, &stores.network_policies, policy).await?;
         }
         let uid = tenant.uid().unwrap_or_default();
         for stale in stores.network_policies.state() {

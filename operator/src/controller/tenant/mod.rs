@@ -24,7 +24,6 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio_util::sync::CancellationToken;
@@ -36,7 +35,6 @@ use super::{Context, Error, reconciled};
 use crate::api::security_baseline::PodSecurityLevel;
 use crate::api::tenant::Tenant;
 use crate::cache::Caches;
-use crate::conditions::{self, kind};
 use crate::domain::tenancy;
 
 const CONTROLLER: &str = "tenant";
@@ -139,7 +137,7 @@ async fn converge(tenant: &Tenant, observed: &Observed, ctx: &Context) -> Result
     Ok(())
 }
 
-/// Writes the status when it changed; a new failure also becomes a Warning Event.
+/// Writes the status when it changed (see `controller::write_status`).
 async fn write_status(
     tenant: &Tenant,
     observed: &Observed,
@@ -148,27 +146,8 @@ async fn write_status(
 ) -> Result<(), Error> {
     let status = status::build(tenant, observed, failure, Timestamp::now());
     status::record_metrics(&tenant.name_any(), &status, &ctx.metrics);
-    let old = tenant.status.as_ref();
-    if old == Some(&status) {
-        return Ok(());
-    }
-    let old_conditions = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    if let Some(failure) = failure
-        && conditions::changed(old_conditions, &status.conditions, kind::READY)
-    {
-        ctx.writer
-            .event(
-                tenant,
-                EventType::Warning,
-                failure.reason,
-                failure.message.clone(),
-            )
-            .await;
-    }
-    ctx.writer
-        .apply_status(&Api::<Tenant>::all(ctx.client.clone()), tenant, &status)
-        .await?;
-    Ok(())
+    let api = Api::<Tenant>::all(ctx.client.clone());
+    super::write_status(ctx, &api, tenant, tenant.status.as_ref(), &status, failure).await
 }
 
 /// The Tenant is being deleted: every namespace follows `deletionPolicy`.
