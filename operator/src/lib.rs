@@ -15,6 +15,7 @@ pub mod meta;
 pub mod metrics;
 pub mod placement;
 pub mod quantity;
+pub mod rbac;
 pub mod runtime;
 pub mod telemetry;
 #[cfg(test)]

@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// Name of this instance in Events (the pod name when run in the cluster).
     #[arg(long, env = "POD_NAME", default_value = "verbund-operator")]
     pub instance: String,
+    /// Seconds after which every object is reconciled again although nothing changed
+    /// (jittered by up to a tenth, so objects do not all come back at once).
+    #[arg(long, env = "VERBUND_RESYNC_SECONDS", default_value_t = 600)]
+    pub resync_seconds: u64,
 }
 
 impl RunArgs {
@@ -48,6 +52,7 @@ impl RunArgs {
             admin_addr,
             gateway_namespace: "verbund-gateway".into(),
             instance: "verbund-operator".into(),
+            resync_seconds: 600,
         }
     }
 }
@@ -124,6 +129,7 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
         metrics,
         settings: Settings {
             gateway_namespace: args.gateway_namespace.clone(),
+            resync: Duration::from_secs(args.resync_seconds.max(1)),
         },
         backoff: Default::default(),
     });

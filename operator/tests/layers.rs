@@ -2,7 +2,7 @@
 //! controller never reaches into another's internals (what two need moves down).
 //!
 //! From the bottom: `api` -> `quantity`, `meta`, `conditions`, `metrics`, `telemetry` ->
-//! `domain` -> `placement`, `baseline`, `cache` -> `controller` -> `admin`, `runtime` -> `cli`.
+//! `domain` -> `placement`, `baseline`, `cache` -> `controller` -> `admin`, `runtime`, `rbac` -> `cli`.
 
 // A test that cannot read the sources must fail, saying why.
 #![allow(clippy::expect_used)]
@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-const LAYERS: [(&str, u8); 15] = [
+const LAYERS: [(&str, u8); 16] = [
     ("api", 0),
     ("quantity", 1),
     ("meta", 1),
@@ -24,6 +24,7 @@ const LAYERS: [(&str, u8); 15] = [
     ("controller", 4),
     ("admin", 5),
     ("runtime", 5),
+    ("rbac", 5),
     ("cli", 6),
     ("testing", 9),
 ];

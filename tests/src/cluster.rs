@@ -48,7 +48,15 @@ impl Default for NodeShape {
 pub struct ClusterSpec {
     pub sites: Vec<(String, usize)>,
     pub node: NodeShape,
+    /// The API server's Service IP range; kube's default (a /24, ~250 Services) when None.
+    pub service_ip_range: Option<String>,
+    /// Record every request in an audit log (`audit_log()`), by the policy `AUDIT_POLICY`.
+    pub audit: bool,
 }
+
+/// The audit policy of a cluster started with `audit`: who did what to which resource, without
+/// request or response bodies.
+pub const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n";
 
 impl ClusterSpec {
     /// The pool's three data centres: the Land's, the university's and the municipal one.
@@ -59,6 +67,8 @@ impl ClusterSpec {
                 .map(|zone| (zone.to_string(), nodes_per_site))
                 .collect(),
             node: NodeShape::default(),
+            service_ip_range: None,
+            audit: false,
         }
     }
 }
@@ -122,8 +132,13 @@ impl SimulatedCluster {
         ))?;
 
         let config_path = workdir.join("kwokctl.yaml");
-        std::fs::write(&config_path, kwokctl_config())
+        std::fs::write(&config_path, kwokctl_config(&spec))
             .map_err(|e| HarnessError::io(&config_path, e))?;
+        let audit_policy = workdir.join("audit-policy.yaml");
+        if spec.audit {
+            std::fs::write(&audit_policy, AUDIT_POLICY)
+                .map_err(|e| HarnessError::io(&audit_policy, e))?;
+        }
         let binary = |name: &str| format!("{}", bin_dir.join(name).display());
         let mut create = Command::new(&kwokctl);
         create
@@ -141,6 +156,17 @@ impl SimulatedCluster {
             .args(["--kwok-controller-binary", &binary("kwok")])
             .args(["--etcd-binary", &binary("etcd")])
             .args(["--kube-authorization", "--kube-admission"])
+            .args(
+                spec.audit
+                    .then(|| {
+                        [
+                            "--kube-audit-policy".to_string(),
+                            audit_policy.display().to_string(),
+                        ]
+                    })
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("--config")
             .arg(&config_path)
             .args(["--wait", "120s"]);
@@ -181,6 +207,27 @@ impl SimulatedCluster {
     /// kwokctl's folder for this cluster (component logs are under `clusters/<name>/logs`).
     pub fn workdir(&self) -> &std::path::Path {
         &self.workdir
+    }
+
+    /// The API server's audit log (a cluster started with `audit`): one JSON event per line.
+    pub fn audit_log(&self) -> PathBuf {
+        self.workdir
+            .join("clusters")
+            .join(&self.name)
+            .join("logs")
+            .join("audit.log")
+    }
+
+    /// The process id of a control-plane component (`kube-apiserver`, `etcd`, ...), from the
+    /// pid file kwokctl keeps.
+    pub fn component_pid(&self, component: &str) -> Option<u32> {
+        let path = self
+            .workdir
+            .join("clusters")
+            .join(&self.name)
+            .join("pids")
+            .join(format!("{component}.pid"));
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
     }
 
     /// The sites and node counts this cluster was started with.
@@ -236,18 +283,21 @@ impl SimulatedCluster {
 /// Component settings for kwokctl: the production admission plugins, and client rate limits
 /// raised so that the scheduler (default 50 QPS) and the controller-manager (20 QPS) are not
 /// the bottleneck.
-fn kwokctl_config() -> String {
+fn kwokctl_config(spec: &ClusterSpec) -> String {
     let arg = |key: &str, value: &str| format!("  - key: {key}\n    value: \"{value}\"\n");
     let qps = arg("kube-api-qps", "500") + &arg("kube-api-burst", "500");
+    let mut api_server = arg(
+        "enable-admission-plugins",
+        crate::control_plane::ADMISSION_PLUGINS,
+    );
+    if let Some(range) = &spec.service_ip_range {
+        api_server += &arg("service-cluster-ip-range", range);
+    }
     format!(
         "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokctlConfiguration\ncomponentsPatches:\n\
-         - name: kube-apiserver\n  extraArgs:\n{}\
+         - name: kube-apiserver\n  extraArgs:\n{api_server}\
          - name: kube-scheduler\n  extraArgs:\n{qps}\
-         - name: kube-controller-manager\n  extraArgs:\n{qps}",
-        arg(
-            "enable-admission-plugins",
-            crate::control_plane::ADMISSION_PLUGINS
-        )
+         - name: kube-controller-manager\n  extraArgs:\n{qps}"
     )
 }
 

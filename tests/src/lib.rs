@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod control_plane;
 pub mod crds;
 pub mod examples;
+pub mod identity;
 pub mod kubectl;
 pub mod namespace;
 pub mod operator;

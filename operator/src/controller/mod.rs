@@ -14,6 +14,7 @@ pub mod site;
 pub mod tenant;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
@@ -38,6 +39,16 @@ use crate::metrics::Metrics;
 pub struct Settings {
     /// Namespace of the portal gateway (ingress controller), allowed to reach tenant pods.
     pub gateway_namespace: String,
+    /// How long after a successful reconcile an object is reconciled again anyway.
+    pub resync: Duration,
+}
+
+impl Settings {
+    /// When to come back after a successful reconcile: the resync interval, less up to a
+    /// tenth at random, so that objects created together do not all come back together.
+    pub fn next_resync(&self) -> Action {
+        Action::requeue(self.resync.mul_f64(1.0 - 0.1 * fastrand::f64()))
+    }
 }
 
 /// Everything a reconcile needs, shared by all controllers.

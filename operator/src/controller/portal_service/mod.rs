@@ -198,13 +198,14 @@ async fn reconcile_service(ps: &PortalService, ctx: &Context) -> Result<Action, 
     write_status(ps, ctx, status, failure.as_ref()).await?;
     outcome?;
 
-    // Come back when a scaling window opens or closes.
-    let wait = scaling::next_boundary(&ps.spec, now)
+    // Come back when a scaling window opens or closes, or for the resync.
+    let boundary = scaling::next_boundary(&ps.spec, now)
         .and_then(|at| at.duration_since(now).try_into().ok())
-        .map(|d: Duration| d + Duration::from_secs(1))
-        .unwrap_or(Duration::from_secs(600))
-        .min(Duration::from_secs(600));
-    Ok(Action::requeue(wait))
+        .map(|d: Duration| d + Duration::from_secs(1));
+    Ok(match boundary {
+        Some(wait) if wait < ctx.settings.resync => Action::requeue(wait),
+        _ => ctx.settings.next_resync(),
+    })
 }
 
 /// Writes the status when it changed (see `controller::write_status`).

@@ -76,5 +76,5 @@ async fn reconcile_site(site: &Site, ctx: &Context) -> Result<Action, Error> {
             .apply_status(&Api::<Site>::all(ctx.client.clone()), site, &status)
             .await?;
     }
-    Ok(Action::requeue(Duration::from_secs(600)))
+    Ok(ctx.settings.next_resync())
 }

@@ -358,6 +358,7 @@ mod tests {
     fn settings() -> Settings {
         Settings {
             gateway_namespace: "verbund-gateway".into(),
+            resync: std::time::Duration::from_secs(600),
         }
     }
 

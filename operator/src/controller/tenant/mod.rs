@@ -119,7 +119,7 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, Erro
     let outcome = converge(tenant, &observed, ctx).await;
     let failure = outcome.as_ref().err().map(Failure::from);
     write_status(tenant, &observed, failure.as_ref(), ctx).await?;
-    outcome.map(|()| Action::requeue(Duration::from_secs(600)))
+    outcome.map(|()| ctx.settings.next_resync())
 }
 
 /// Validate, build and apply: the cluster as the tenant asks for it.

@@ -5,6 +5,7 @@
 //! an edit of `spec.hard` by someone else is taken back to them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::api::{Api, ListParams};
@@ -64,65 +65,100 @@ fn intended(namespace: &str, stored: Option<&ResourceQuota>) -> NamespaceQuota {
 /// Keeps each namespace's ResourceQuota at its share of the tenant's quota.
 pub async fn reconcile_quotas(tenant: &Tenant, ctx: &Context) -> Result<(), Error> {
     let total = tenancy::tenant_total(&tenant.spec.quota).map_err(SpecError::InvalidQuota)?;
-    let namespaces = &tenant.spec.namespaces;
-    let stored: Vec<Option<_>> = namespaces
+    let stored: Vec<Option<Arc<ResourceQuota>>> = tenant
+        .spec
+        .namespaces
         .iter()
         .map(|ns| cached(&ctx.stores.quotas, ns, QUOTA_NAME))
         .collect();
-    let current: Vec<NamespaceQuota> = namespaces
+    let targets = targets(tenant, total, &stored);
+    let lowered = lower(tenant, &stored, &targets, ctx).await?;
+    let wants_more = lowered.iter().any(|(ns, now)| {
+        let target = targets[ns];
+        PoolResource::ALL
+            .iter()
+            .any(|r| target.get(*r) > now.get(*r))
+    });
+    if wants_more || stored.iter().any(Option::is_none) {
+        raise(tenant, total, &targets, ctx).await?;
+    }
+    Ok(())
+}
+
+/// The hards each namespace should end with: the fair ones when a redraw is due, else what
+/// Verbund intended last time.
+fn targets(
+    tenant: &Tenant,
+    total: Resources,
+    stored: &[Option<Arc<ResourceQuota>>],
+) -> BTreeMap<String, Resources> {
+    let current: Vec<NamespaceQuota> = tenant
+        .spec
+        .namespaces
         .iter()
-        .zip(&stored)
+        .zip(stored)
         .map(|(ns, q)| intended(ns, q.as_deref()))
         .collect();
-    let targets: BTreeMap<String, Resources> = if shares::needs_redraw(total, &current) {
+    if shares::needs_redraw(total, &current) {
         shares::fair_hards(total, &current)
     } else {
         current
             .iter()
             .map(|ns| (ns.namespace.clone(), ns.hard.unwrap_or_default()))
             .collect()
-    };
+    }
+}
 
-    // Step one: lower what goes down (only quotas that exist; new ones start in step two).
-    let actual: Vec<NamespaceQuota> = namespaces
+/// Step one: lowers what goes down (only quotas that exist; new ones start in step two), and
+/// takes back anyone else's edit. Returns every namespace's hard after it.
+async fn lower(
+    tenant: &Tenant,
+    stored: &[Option<Arc<ResourceQuota>>],
+    targets: &BTreeMap<String, Resources>,
+    ctx: &Context,
+) -> Result<BTreeMap<String, Resources>, Error> {
+    let actual: Vec<NamespaceQuota> = tenant
+        .spec
+        .namespaces
         .iter()
-        .zip(&stored)
+        .zip(stored)
         .map(|(ns, q)| tenancy::namespace_quota(ns, q.as_deref()))
         .collect();
-    let lowered = shares::lowered_hards(&actual, &targets);
-    for (now, quota) in actual.iter().zip(&stored) {
+    let lowered = shares::lowered_hards(&actual, targets);
+    for (now, quota) in actual.iter().zip(stored) {
         let Some(quota) = quota else { continue };
-        let lower = lowered[&now.namespace];
+        let ns = &now.namespace;
         // Someone else's edit is taken back here: lowered to the share, or kept low until step two.
-        if Some(lower) != now.hard || meta::written_by_others(quota.meta()) {
+        if Some(lowered[ns]) != now.hard || meta::written_by_others(quota.meta()) {
             write_quota(
                 tenant,
-                &now.namespace,
-                lower,
-                targets[&now.namespace],
+                ns,
+                lowered[ns],
+                targets[ns],
                 Some(quota.meta()),
                 ctx,
             )
             .await?;
         }
     }
+    Ok(lowered)
+}
 
-    // Step two: raise what goes up, within what is really free, from a fresh read.
-    let wants_more = actual.iter().any(|ns| {
-        let (target, now) = (targets[&ns.namespace], lowered[&ns.namespace]);
-        PoolResource::ALL
-            .iter()
-            .any(|r| target.get(*r) > now.get(*r))
-    });
-    if !(wants_more || stored.iter().any(Option::is_none)) {
-        return Ok(());
-    }
+/// Step two: raises what goes up, within what is really free, from a fresh read.
+async fn raise(
+    tenant: &Tenant,
+    total: Resources,
+    targets: &BTreeMap<String, Resources>,
+    ctx: &Context,
+) -> Result<(), Error> {
     let fresh_by_ns = fresh_quotas(tenant, ctx).await?;
-    let fresh: Vec<NamespaceQuota> = namespaces
+    let fresh: Vec<NamespaceQuota> = tenant
+        .spec
+        .namespaces
         .iter()
         .map(|ns| tenancy::namespace_quota(ns, fresh_by_ns.get(ns)))
         .collect();
-    let raised = shares::raised_hards(total, &fresh, &targets);
+    let raised = shares::raised_hards(total, &fresh, targets);
     for now in &fresh {
         let ns = &now.namespace;
         let stored = fresh_by_ns.get(ns);

@@ -1,0 +1,72 @@
+//! `verbund-bench`: measures the operator on a simulated pool, tier by tier.
+//!
+//! ```sh
+//! cargo run --release -p verbund-bench -- --tier 1k
+//! cargo run --release -p verbund-bench -- --tier 1k --operator /path/to/other/verbund-operator --label baseline
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use verbund_bench::{Options, Tier, run_tier};
+
+/// Measures the Verbund operator on a kwok-simulated pool.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Tiers to run, one after the other, each on a fresh pool: idle, smoke, 1k, 10k.
+    #[arg(long = "tier", required = true)]
+    tiers: Vec<String>,
+    /// The operator binary to measure; default: the one built with this bench.
+    #[arg(long)]
+    operator: Option<PathBuf>,
+    /// Name of the measured operator in the report.
+    #[arg(long, default_value = "this checkout")]
+    label: String,
+    /// Seconds after which the operator reconciles unchanged objects again.
+    #[arg(long, default_value_t = 30)]
+    resync_seconds: u64,
+    /// Longest wait for a convergence, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout_seconds: u64,
+    /// Where to write the reports as JSON.
+    #[arg(long, default_value = "bench-report.json")]
+    json: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber_init();
+    let operator = match args.operator {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .map(|dir| dir.join("verbund-bench-operator"))
+            .ok_or_else(|| anyhow::anyhow!("cannot find the operator built with the bench"))?,
+    };
+    let options = Options {
+        operator,
+        label: args.label,
+        resync: Duration::from_secs(args.resync_seconds),
+        timeout: Duration::from_secs(args.timeout_seconds),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut reports = Vec::new();
+    for name in &args.tiers {
+        let tier = Tier::named(name)
+            .ok_or_else(|| anyhow::anyhow!("--tier {name}: no such tier (idle, smoke, 1k, 10k)"))?;
+        eprintln!("running tier {name} ...");
+        let report = runtime.block_on(run_tier(&tier, &options))?;
+        println!("{}", report.table());
+        reports.push(report);
+        std::fs::write(&args.json, serde_json::to_string_pretty(&reports)?)?;
+    }
+    eprintln!("reports written to {}", args.json.display());
+    Ok(())
+}
+
+fn tracing_subscriber_init() {
+    verbund_tests::init_logging();
+}

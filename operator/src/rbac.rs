@@ -1,0 +1,260 @@
+//! What the operator itself may do in a cluster: its ClusterRole, every rule with the reason
+//! Verbund needs it. The Helm chart and the tests install exactly these rules
+//! (`verbund-operator rbac` prints them), so that the operator's permissions are tested
+//! wherever it runs.
+
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::domain::tenancy::TENANT_ADMIN_ROLE;
+use crate::meta::{MANAGED_BY, MANAGED_BY_LABEL, PART_OF, PART_OF_LABEL};
+
+/// The name of the operator's ClusterRole (and its binding).
+pub const OPERATOR_ROLE: &str = "verbund-operator";
+
+/// One rule and why the operator needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    pub groups: &'static [&'static str],
+    pub resources: &'static [&'static str],
+    pub verbs: &'static [&'static str],
+    /// Restricts the rule to these object names (empty: all).
+    pub names: &'static [&'static str],
+    pub why: &'static str,
+}
+
+const WATCH: &[&str] = &["list", "watch"];
+const APPLY: &[&str] = &["list", "watch", "patch"];
+const APPLY_DELETE: &[&str] = &["list", "watch", "patch", "delete"];
+
+/// Every rule of the operator's ClusterRole.
+pub const RULES: [Rule; 20] = [
+    Rule {
+        groups: &["verbund.saarland.de"],
+        resources: &["sites", "securitybaselines", "portalservices"],
+        verbs: WATCH,
+        names: &[],
+        why: "reads its own kinds into the caches every controller works from",
+    },
+    Rule {
+        groups: &["verbund.saarland.de"],
+        resources: &["tenants"],
+        verbs: &["list", "watch", "patch"],
+        names: &[],
+        why: "reads tenants; adds and removes the finalizer that releases their namespaces",
+    },
+    Rule {
+        groups: &["verbund.saarland.de"],
+        resources: &[
+            "sites/status",
+            "tenants/status",
+            "securitybaselines/status",
+            "portalservices/status",
+        ],
+        verbs: &["patch"],
+        names: &[],
+        why: "writes the status of its kinds (server-side apply)",
+    },
+    Rule {
+        groups: &[""],
+        resources: &["nodes"],
+        verbs: WATCH,
+        names: &[],
+        why: "counts each site's nodes, capacity and readiness",
+    },
+    Rule {
+        groups: &[""],
+        resources: &["pods"],
+        verbs: WATCH,
+        names: &[],
+        why: "sums requests per site, counts ready pods per service, audits standalone pods",
+    },
+    Rule {
+        groups: &[""],
+        resources: &["namespaces"],
+        verbs: APPLY_DELETE,
+        names: &[],
+        why: "creates and labels tenant namespaces; deletes them for deletionPolicy Delete",
+    },
+    Rule {
+        groups: &[""],
+        resources: &["resourcequotas", "limitranges"],
+        verbs: APPLY_DELETE,
+        names: &[],
+        why: "keeps each tenant namespace's share of the quota and its default limits; removes them when a namespace is released",
+    },
+    Rule {
+        groups: &["rbac.authorization.k8s.io"],
+        resources: &["rolebindings"],
+        verbs: APPLY_DELETE,
+        names: &[],
+        why: "binds a tenant's admins in its namespaces; removes the binding when a namespace is released",
+    },
+    Rule {
+        groups: &["rbac.authorization.k8s.io"],
+        resources: &["clusterroles"],
+        verbs: &["bind"],
+        names: &[TENANT_ADMIN_ROLE],
+        why: "binds admins to verbund-tenant-admin, whose rights (exec, secrets) the operator itself does not hold; only that role",
+    },
+    Rule {
+        groups: &["rbac.authorization.k8s.io"],
+        resources: &["clusterroles"],
+        verbs: &["get", "patch", "escalate"],
+        names: &[TENANT_ADMIN_ROLE],
+        why: "keeps verbund-tenant-admin as Verbund defines it (rights the operator does not hold need escalate); only that role",
+    },
+    Rule {
+        groups: &["networking.k8s.io"],
+        resources: &["networkpolicies", "ingresses"],
+        verbs: APPLY_DELETE,
+        names: &[],
+        why: "isolates tenant namespaces and services; publishes exposed services; removes what is no longer wanted",
+    },
+    Rule {
+        groups: &["apps"],
+        resources: &["deployments"],
+        verbs: APPLY,
+        names: &[],
+        why: "runs each portal service (its pods are deleted with it by the garbage collector)",
+    },
+    Rule {
+        groups: &[""],
+        resources: &["services", "serviceaccounts"],
+        verbs: APPLY,
+        names: &[],
+        why: "gives each portal service its Service and its own ServiceAccount",
+    },
+    Rule {
+        groups: &["autoscaling"],
+        resources: &["horizontalpodautoscalers"],
+        verbs: APPLY,
+        names: &[],
+        why: "scales each portal service between its window's floor and its quota's ceiling",
+    },
+    Rule {
+        groups: &["policy"],
+        resources: &["poddisruptionbudgets"],
+        verbs: APPLY,
+        names: &[],
+        why: "keeps each portal service available through node drains",
+    },
+    Rule {
+        groups: &["apps"],
+        resources: &["statefulsets", "daemonsets", "replicasets"],
+        verbs: WATCH,
+        names: &[],
+        why: "audits every workload's pod template against its namespace's baseline",
+    },
+    Rule {
+        groups: &["batch"],
+        resources: &["jobs", "cronjobs"],
+        verbs: WATCH,
+        names: &[],
+        why: "audits every workload's pod template against its namespace's baseline",
+    },
+    Rule {
+        groups: &["admissionregistration.k8s.io"],
+        resources: &[
+            "validatingadmissionpolicies",
+            "validatingadmissionpolicybindings",
+        ],
+        verbs: &["get", "patch"],
+        names: &[],
+        why: "compiles each SecurityBaseline into the admission policy the API server enforces",
+    },
+    Rule {
+        groups: &["events.k8s.io"],
+        resources: &["events"],
+        verbs: &["create", "patch"],
+        names: &[],
+        why: "tells users what it did and what is wrong (Events are created, then patched as series)",
+    },
+    Rule {
+        groups: &["wgpolicyk8s.io"],
+        resources: &["policyreports"],
+        verbs: &["get", "patch"],
+        names: &[],
+        why: "publishes each bound namespace's audit as a PolicyReport where that kind is installed",
+    },
+];
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The ClusterRole as the API server takes it.
+pub fn cluster_role() -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(OPERATOR_ROLE.into()),
+            labels: Some(
+                [(MANAGED_BY_LABEL, MANAGED_BY), (PART_OF_LABEL, PART_OF)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        rules: Some(
+            RULES
+                .iter()
+                .map(|rule| PolicyRule {
+                    api_groups: Some(strings(rule.groups)),
+                    resources: Some(strings(rule.resources)),
+                    verbs: strings(rule.verbs),
+                    resource_names: (!rule.names.is_empty()).then(|| strings(rule.names)),
+                    non_resource_urls: None,
+                })
+                .collect(),
+        ),
+        aggregation_rule: None,
+    }
+}
+
+/// The ClusterRole's rules as YAML, each with its reason as a comment.
+pub fn rules_yaml() -> String {
+    let list = |items: &[&str]| {
+        let quoted: Vec<String> = items.iter().map(|s| format!("\"{s}\"")).collect();
+        format!("[{}]", quoted.join(", "))
+    };
+    let mut out = String::new();
+    for rule in &RULES {
+        out.push_str(&format!("# {}\n", rule.why));
+        out.push_str(&format!("- apiGroups: {}\n", list(rule.groups)));
+        out.push_str(&format!("  resources: {}\n", list(rule.resources)));
+        if !rule.names.is_empty() {
+            out.push_str(&format!("  resourceNames: {}\n", list(rule.names)));
+        }
+        out.push_str(&format!("  verbs: {}\n", list(rule.verbs)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_wildcards_and_every_rule_says_why() {
+        for rule in &RULES {
+            assert!(rule.why.len() > 20, "{rule:?}");
+            for part in [rule.groups, rule.resources, rule.verbs] {
+                assert!(!part.contains(&"*"), "{rule:?}");
+            }
+            if rule
+                .verbs
+                .iter()
+                .any(|v| ["bind", "escalate", "impersonate"].contains(v))
+            {
+                assert_eq!(rule.names, [TENANT_ADMIN_ROLE], "{rule:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_yaml_reads_back_as_the_same_rules() {
+        let rules: Vec<PolicyRule> = serde_yaml::from_str(&rules_yaml()).expect("YAML");
+        assert_eq!(Some(rules), cluster_role().rules);
+    }
+}

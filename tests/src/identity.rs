@@ -1,0 +1,117 @@
+//! The operator's identity as a real installation gives it: a ServiceAccount bound to the
+//! operator's ClusterRole (`verbund_operator::rbac`), authenticated by a TokenRequest token.
+//! Not `system:masters`: RBAC and API Priority and Fairness apply to it as in production.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
+use kube::Client;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::config::Kubeconfig;
+
+use crate::HarnessError;
+
+/// The namespace and name of the operator's ServiceAccount.
+pub const NAMESPACE: &str = "verbund-system";
+pub const SERVICE_ACCOUNT: &str = "verbund-operator";
+
+/// The user name the API server knows the operator by.
+pub fn username() -> String {
+    format!("system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}")
+}
+
+/// Creates the ServiceAccount, the operator's ClusterRole and its binding (idempotently), and
+/// writes a kubeconfig authenticating as the ServiceAccount next to `admin_kubeconfig`.
+pub async fn operator_kubeconfig(
+    client: &Client,
+    admin_kubeconfig: &Path,
+) -> Result<PathBuf, HarnessError> {
+    let params = PatchParams::apply("verbund-tests").force();
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(NAMESPACE.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .patch(NAMESPACE, &params, &Patch::Apply(&namespace))
+        .await?;
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(SERVICE_ACCOUNT.into()),
+            namespace: Some(NAMESPACE.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+    accounts
+        .patch(SERVICE_ACCOUNT, &params, &Patch::Apply(&account))
+        .await?;
+    let role = verbund_operator::rbac::cluster_role();
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone())
+        .patch(
+            verbund_operator::rbac::OPERATOR_ROLE,
+            &params,
+            &Patch::Apply(&role),
+        )
+        .await?;
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(verbund_operator::rbac::OPERATOR_ROLE.into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: verbund_operator::rbac::OPERATOR_ROLE.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: SERVICE_ACCOUNT.into(),
+            namespace: Some(NAMESPACE.into()),
+            api_group: None,
+        }]),
+    };
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch(
+            verbund_operator::rbac::OPERATOR_ROLE,
+            &params,
+            &Patch::Apply(&binding),
+        )
+        .await?;
+
+    let request = TokenRequest {
+        metadata: ObjectMeta::default(),
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(24 * 3600),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let token = accounts
+        .create_token_request(SERVICE_ACCOUNT, &PostParams::default(), &request)
+        .await?
+        .status
+        .and_then(|s| s.token)
+        .ok_or_else(|| HarnessError::Start("the TokenRequest returned no token".into()))?;
+
+    let mut kubeconfig = Kubeconfig::read_from(admin_kubeconfig)
+        .map_err(|e| HarnessError::Start(format!("kubeconfig: {e}")))?;
+    for named in &mut kubeconfig.auth_infos {
+        if let Some(auth) = named.auth_info.as_mut() {
+            *auth = kube::config::AuthInfo {
+                token: Some(token.clone().into()),
+                ..Default::default()
+            };
+        }
+    }
+    let path = admin_kubeconfig.with_file_name("verbund-operator.kubeconfig");
+    let text = serde_yaml::to_string(&kubeconfig)
+        .map_err(|e| HarnessError::Start(format!("kubeconfig: {e}")))?;
+    std::fs::write(&path, text).map_err(|e| HarnessError::io(&path, e))?;
+    Ok(path)
+}
