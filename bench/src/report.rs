@@ -36,6 +36,7 @@ pub struct Report {
     /// Writes and LISTs while every object is reconciled again with nothing to change.
     pub resync_writes: u64,
     pub resync_lists: u64,
+    pub resync_writes_by_kind: BTreeMap<String, u64>,
     /// Writes and LISTs in the first minute after a restart.
     pub restart_writes: u64,
     pub restart_lists: u64,
@@ -54,6 +55,8 @@ pub struct Report {
     pub etcd_cost: Cost,
     /// What the machine did not allow, if anything.
     pub limits: Vec<String>,
+    /// The operator's last warnings and errors, for a run that went wrong.
+    pub operator_warnings: Vec<String>,
 }
 
 impl Report {
@@ -142,6 +145,9 @@ impl Report {
         let mut out = String::new();
         for (k, v) in rows {
             out.push_str(&format!("{k:width$}  {v}\n"));
+        }
+        for warning in &self.operator_warnings {
+            out.push_str(&format!("operator said: {warning}\n"));
         }
         out.push_str("writes by kind:\n");
         for (kind, n) in &self.writes_by_kind {

@@ -103,8 +103,18 @@ async fn start_operator(
     options: &Options,
     kubeconfig: &std::path::Path,
 ) -> anyhow::Result<OperatorProcess> {
+    // An operator from before `--resync-seconds` runs with its own fixed interval.
+    let help = tokio::process::Command::new(&options.operator)
+        .args(["run", "--help"])
+        .output()
+        .await?;
     let resync = format!("--resync-seconds={}", options.resync.as_secs().max(1));
-    let mut operator = OperatorProcess::start(&options.operator, kubeconfig, &[&resync]).await?;
+    let args: Vec<&str> = if String::from_utf8_lossy(&help.stdout).contains("--resync-seconds") {
+        vec![&resync]
+    } else {
+        Vec::new()
+    };
+    let mut operator = OperatorProcess::start(&options.operator, kubeconfig, &args).await?;
     operator.await_ready(Duration::from_secs(120)).await?;
     Ok(operator)
 }
@@ -212,6 +222,7 @@ pub async fn run_tier(tier: &Tier, options: &Options) -> anyhow::Result<Report> 
     let resync = idle.requests_of(&user);
     report.resync_writes = resync.writes();
     report.resync_lists = resync.lists();
+    report.resync_writes_by_kind = resync.write_kinds();
     report.operator_cost.rss_steady_mib =
         mib(process::rss_bytes(operator_pid.load(Ordering::Relaxed)).unwrap_or(0));
 
@@ -289,6 +300,13 @@ pub async fn run_tier(tier: &Tier, options: &Options) -> anyhow::Result<Report> 
         }
     }
     report.throttled = run_start.requests_of(&user).throttled;
+    let log_text = operator.log_text();
+    let warnings: Vec<String> = log_text
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .map(str::to_string)
+        .collect();
+    report.operator_warnings = warnings[warnings.len().saturating_sub(20)..].to_vec();
     drop(operator);
     Ok(report)
 }

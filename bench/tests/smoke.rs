@@ -29,7 +29,7 @@ async fn the_smoke_tier_converges_and_a_restart_or_resync_writes_nothing() {
         (report.resync_writes, report.restart_writes),
         (0, 0),
         "no write without a change: resync {:?}, restart {:?}",
-        report.writes_by_kind,
+        report.resync_writes_by_kind,
         report.restart_writes_by_kind
     );
     assert_eq!(report.change_to_observed.samples, tier.changes);

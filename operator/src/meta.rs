@@ -8,7 +8,10 @@
 //! - its `verbund.saarland.de/desired-hash` annotation differs from the hash of what Verbund
 //!   wants now (the spec changed);
 //! - someone else wrote it after Verbund did: a `managedFields` entry of another manager, for
-//!   the object itself (not its status or scale), newer than Verbund's own entry.
+//!   the object itself (not its status or scale), newer than Verbund's own entry. Times have a
+//!   resolution of a second, so a write in the same second as Verbund's does not count: else a
+//!   tie would be re-applied on every reconcile, an apply that changes nothing never moving
+//!   Verbund's time past it.
 //!
 //! A reconcile that finds nothing to change therefore sends no request at all, and an edit or
 //! deletion by someone else is repaired on the next event.
@@ -113,7 +116,8 @@ pub fn needs_apply(desired_hash: &str, stored: Option<&ObjectMeta>) -> bool {
     }
 }
 
-/// True when another manager wrote the object itself (not a subresource) after Verbund did.
+/// True when another manager wrote the object itself (not a subresource) after Verbund did
+/// (in a later second).
 pub fn written_by_others(meta: &ObjectMeta) -> bool {
     let entries = meta.managed_fields.as_deref().unwrap_or_default();
     let ours = entries
@@ -128,7 +132,7 @@ pub fn written_by_others(meta: &ObjectMeta) -> bool {
     entries.iter().any(|e| {
         e.manager.as_deref() != Some(FIELD_MANAGER)
             && is_main_resource(e)
-            && e.time.as_ref().is_some_and(|t| t >= ours)
+            && e.time.as_ref().is_some_and(|t| t > ours)
     })
 }
 
@@ -229,6 +233,17 @@ mod tests {
         assert!(
             needs_apply("h1", Some(&edited)),
             "edited after Verbund wrote it"
+        );
+        let same_second = meta(
+            "h1",
+            vec![
+                entry(FIELD_MANAGER, 100, None),
+                entry("verbund-tests", 100, None),
+            ],
+        );
+        assert!(
+            !needs_apply("h1", Some(&same_second)),
+            "a tie is not an edit: re-applying would change nothing and tie again"
         );
         let older_edit = meta(
             "h1",

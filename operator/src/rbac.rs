@@ -24,8 +24,9 @@ pub struct Rule {
 }
 
 const WATCH: &[&str] = &["list", "watch"];
-const APPLY: &[&str] = &["list", "watch", "patch"];
-const APPLY_DELETE: &[&str] = &["list", "watch", "patch", "delete"];
+// Server-side apply of an object that does not exist yet is authorised as `create`.
+const APPLY: &[&str] = &["list", "watch", "create", "patch"];
+const APPLY_DELETE: &[&str] = &["list", "watch", "create", "patch", "delete"];
 
 /// Every rule of the operator's ClusterRole.
 pub const RULES: [Rule; 20] = [
@@ -102,7 +103,7 @@ pub const RULES: [Rule; 20] = [
         resources: &["clusterroles"],
         verbs: &["get", "patch", "escalate"],
         names: &[TENANT_ADMIN_ROLE],
-        why: "keeps verbund-tenant-admin as Verbund defines it (rights the operator does not hold need escalate); only that role",
+        why: "keeps verbund-tenant-admin (installed with Verbund) as Verbund defines it; its rights are not the operator's, hence escalate; only that role",
     },
     Rule {
         groups: &["networking.k8s.io"],
@@ -159,7 +160,7 @@ pub const RULES: [Rule; 20] = [
             "validatingadmissionpolicies",
             "validatingadmissionpolicybindings",
         ],
-        verbs: &["get", "patch"],
+        verbs: &["get", "create", "patch"],
         names: &[],
         why: "compiles each SecurityBaseline into the admission policy the API server enforces",
     },
@@ -173,7 +174,7 @@ pub const RULES: [Rule; 20] = [
     Rule {
         groups: &["wgpolicyk8s.io"],
         resources: &["policyreports"],
-        verbs: &["get", "patch"],
+        verbs: &["get", "create", "patch"],
         names: &[],
         why: "publishes each bound namespace's audit as a PolicyReport where that kind is installed",
     },

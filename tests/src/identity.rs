@@ -51,6 +51,15 @@ pub async fn operator_kubeconfig(
     accounts
         .patch(SERVICE_ACCOUNT, &params, &Patch::Apply(&account))
         .await?;
+    // verbund-tenant-admin is installed with Verbund (the operator may keep it, not create it).
+    let tenant_admin = verbund_operator::controller::tenant::rbac::tenant_admin_role();
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone())
+        .patch(
+            verbund_operator::domain::tenancy::TENANT_ADMIN_ROLE,
+            &params,
+            &Patch::Apply(&tenant_admin),
+        )
+        .await?;
     let role = verbund_operator::rbac::cluster_role();
     Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone())
         .patch(

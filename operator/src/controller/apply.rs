@@ -3,8 +3,9 @@
 //! `verbund_api_writes_total` by kind and verb. A reconcile that finds nothing to change sends
 //! no request at all (see `meta` for how "changed" is decided).
 
+use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -37,6 +38,10 @@ pub struct Writer {
     client: Client,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    /// Objects (by uid) whose last apply changed nothing, with the resource version it found:
+    /// another manager's later write there did not touch what Verbund wants, so applying again
+    /// before the object changes would only repeat the same no-op.
+    unchanged_by_apply: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Debug for Writer {
@@ -59,6 +64,7 @@ impl Writer {
             client,
             recorder,
             metrics,
+            unchanged_by_apply: Arc::default(),
         }
     }
 
@@ -112,11 +118,46 @@ impl Writer {
         finish: impl FnOnce(&mut K),
     ) -> Result<Option<K>, ApiError> {
         let hash = meta::stamp(&mut object);
-        if !meta::needs_apply(&hash, stored) {
+        if !meta::needs_apply(&hash, stored) || self.known_unchanged(&hash, stored) {
             return Ok(None);
         }
         finish(&mut object);
-        self.apply(api, &object).await.map(Some)
+        let applied = self.apply(api, &object).await?;
+        self.remember_if_unchanged(stored, applied.meta());
+        Ok(Some(applied))
+    }
+
+    /// True when `stored` is as Verbund's last apply found it, and that apply changed nothing.
+    fn known_unchanged(&self, desired_hash: &str, stored: Option<&ObjectMeta>) -> bool {
+        let Some(stored) = stored else { return false };
+        if meta::stored_hash(stored) != Some(desired_hash) {
+            return false;
+        }
+        let (Some(uid), Some(version)) = (stored.uid.as_ref(), stored.resource_version.as_ref())
+        else {
+            return false;
+        };
+        self.unchanged_by_apply
+            .lock()
+            .is_ok_and(|known| known.get(uid) == Some(version))
+    }
+
+    /// Remembers an apply that left the object as it was (same resource version).
+    fn remember_if_unchanged(&self, stored: Option<&ObjectMeta>, applied: &ObjectMeta) {
+        let Ok(mut known) = self.unchanged_by_apply.lock() else {
+            return;
+        };
+        match (stored, &applied.uid, &applied.resource_version) {
+            (Some(before), Some(uid), Some(version))
+                if before.resource_version.as_ref() == Some(version) =>
+            {
+                known.insert(uid.clone(), version.clone());
+            }
+            (_, Some(uid), _) => {
+                known.remove(uid);
+            }
+            _ => {}
+        }
     }
 
     /// [`Writer::apply_if_changed`] for a kind known only at run time (PolicyReports).
