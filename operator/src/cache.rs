@@ -100,8 +100,123 @@ where
 {
     store: Store<K>,
     writer: Writer<K>,
-    changes: broadcast::Sender<Arc<K>>,
+    changes: broadcast::Sender<Change<K>>,
     health: Arc<WatchHealth>,
+    indexes: Vec<Index<K>>,
+}
+
+/// One change of a cached object, as the controllers' triggers receive it.
+#[derive(Debug)]
+pub struct Change<K> {
+    pub object: Arc<K>,
+    pub deleted: bool,
+}
+
+impl<K> Clone for Change<K> {
+    fn clone(&self) -> Self {
+        Self {
+            object: self.object.clone(),
+            deleted: self.deleted,
+        }
+    }
+}
+
+/// Cached objects grouped by a key (the pods of a portal service, the services of a
+/// namespace), kept with the store so that a lookup never scans it.
+#[derive(Clone)]
+pub struct Index<K: Resource + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    key: fn(&K) -> Option<String>,
+    groups: Arc<std::sync::RwLock<Groups<K>>>,
+}
+
+struct Groups<K: Resource + 'static>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    by_key: HashMap<String, std::collections::HashSet<ObjectRef<K>>>,
+    key_of: HashMap<ObjectRef<K>, String>,
+}
+
+impl<K> Index<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    fn new(key: fn(&K) -> Option<String>) -> Self {
+        Self {
+            key,
+            groups: Arc::new(std::sync::RwLock::new(Groups {
+                by_key: HashMap::new(),
+                key_of: HashMap::new(),
+            })),
+        }
+    }
+
+    fn remove(groups: &mut Groups<K>, reference: &ObjectRef<K>) {
+        if let Some(old) = groups.key_of.remove(reference)
+            && let Some(set) = groups.by_key.get_mut(&old)
+        {
+            set.remove(reference);
+            if set.is_empty() {
+                groups.by_key.remove(&old);
+            }
+        }
+    }
+
+    fn applied(&self, object: &K) {
+        let reference = ObjectRef::from_obj(object);
+        let Ok(mut groups) = self.groups.write() else {
+            return;
+        };
+        Self::remove(&mut groups, &reference);
+        if let Some(key) = (self.key)(object) {
+            groups
+                .by_key
+                .entry(key.clone())
+                .or_default()
+                .insert(reference.clone());
+            groups.key_of.insert(reference, key);
+        }
+    }
+
+    fn deleted(&self, object: &K) {
+        if let Ok(mut groups) = self.groups.write() {
+            Self::remove(&mut groups, &ObjectRef::from_obj(object));
+        }
+    }
+
+    fn rebuild(&self, objects: &[Arc<K>]) {
+        if let Ok(mut groups) = self.groups.write() {
+            groups.by_key.clear();
+            groups.key_of.clear();
+        }
+        for object in objects {
+            self.applied(object);
+        }
+    }
+
+    /// The cached objects under `key`.
+    pub fn get(&self, key: &str, store: &Store<K>) -> Vec<Arc<K>> {
+        let Ok(groups) = self.groups.read() else {
+            return Vec::new();
+        };
+        groups
+            .by_key
+            .get(key)
+            .map(|set| set.iter().filter_map(|r| store.get(r)).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl<K: Resource + 'static> std::fmt::Debug for Index<K>
+where
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index").finish_non_exhaustive()
+    }
 }
 
 impl<K> Cache<K>
@@ -117,18 +232,19 @@ where
             writer,
             changes,
             health: Arc::default(),
+            indexes: Vec::new(),
         }
     }
 
-    /// A stream of changed objects; after falling behind, every cached object once.
-    fn subscribe(&self, kind: &'static str, metrics: Arc<Metrics>) -> Subscription<K> {
+    /// A stream of changes; after falling behind, every cached object once.
+    fn subscribe(&self, kind: &'static str, metrics: Arc<Metrics>) -> Changes<K> {
         let receiver = self.changes.subscribe();
         let store = self.store.clone();
-        futures::stream::unfold(receiver, move |mut receiver| {
+        let stream = futures::stream::unfold(receiver, move |mut receiver| {
             let (store, metrics) = (store.clone(), metrics.clone());
             async move {
                 match receiver.recv().await {
-                    Ok(object) => Some((vec![object], receiver)),
+                    Ok(change) => Some((vec![change], receiver)),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         metrics
                             .cache_lagged_changes
@@ -138,19 +254,61 @@ where
                             kind,
                             missed, "a controller fell behind the {kind} changes; resyncing it"
                         );
-                        Some((store.state(), receiver))
+                        let resync = store
+                            .state()
+                            .into_iter()
+                            .map(|object| Change {
+                                object,
+                                deleted: false,
+                            })
+                            .collect();
+                        Some((resync, receiver))
                     }
                     Err(broadcast::error::RecvError::Closed) => None,
                 }
             }
         })
         .flat_map(futures::stream::iter)
-        .boxed()
+        .boxed();
+        Changes(stream)
     }
 }
 
 /// A subscription to one cache's changes, for a controller's trigger.
 pub type Subscription<K> = BoxStream<'static, Arc<K>>;
+
+/// The changes of one cache, to be narrowed to what a trigger cares about.
+#[allow(missing_debug_implementations)] // a stream
+pub struct Changes<K>(BoxStream<'static, Change<K>>);
+
+impl<K> Changes<K>
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+{
+    /// Every change.
+    pub fn all(self) -> Subscription<K> {
+        self.0.map(|change| change.object).boxed()
+    }
+
+    /// Only changes of the spec (a new `metadata.generation`), creations and deletions: for
+    /// triggers that do not care about status.
+    pub fn spec(self) -> Subscription<K> {
+        let mut seen: HashMap<ObjectRef<K>, Option<i64>> = HashMap::new();
+        self.0
+            .filter_map(move |change| {
+                let reference = ObjectRef::from_obj(&*change.object);
+                let generation = change.object.meta().generation;
+                let relevant = if change.deleted {
+                    seen.remove(&reference);
+                    true
+                } else {
+                    seen.insert(reference, generation) != Some(generation)
+                };
+                futures::future::ready(relevant.then_some(change.object))
+            })
+            .boxed()
+    }
+}
 
 /// Read handles of every cache.
 #[derive(Clone)]
@@ -172,6 +330,62 @@ pub struct Stores {
     pub autoscalers: Store<PartialObjectMeta<HorizontalPodAutoscaler>>,
     pub disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
     pub ingresses: Store<PartialObjectMeta<Ingress>>,
+    /// Lookups that would otherwise scan a store.
+    pub indexes: Indexes,
+}
+
+/// The indexes kept beside the stores.
+#[derive(Clone, Debug)]
+pub struct Indexes {
+    /// Pods by `namespace/portal service` (the pods Verbund runs for a service).
+    pub pods_by_service: Index<Pod>,
+    /// Pods by the node they are bound to.
+    pub pods_by_node: Index<Pod>,
+    /// Portal services by namespace.
+    pub services_by_namespace: Index<PortalService>,
+}
+
+fn pod_service_key(pod: &Pod) -> Option<String> {
+    crate::domain::pods::portal_service_of(pod).map(|(ns, name)| format!("{ns}/{name}"))
+}
+
+fn node_key(pod: &Pod) -> Option<String> {
+    crate::domain::pods::node_of(pod).map(str::to_string)
+}
+
+fn namespace_key(service: &PortalService) -> Option<String> {
+    service.namespace()
+}
+
+impl Indexes {
+    fn new() -> Self {
+        Self {
+            pods_by_service: Index::new(pod_service_key),
+            pods_by_node: Index::new(node_key),
+            services_by_namespace: Index::new(namespace_key),
+        }
+    }
+}
+
+impl Stores {
+    /// The pods Verbund runs for portal service `name` in `namespace`.
+    pub fn pods_of_service(&self, namespace: &str, name: &str) -> Vec<Arc<Pod>> {
+        self.indexes
+            .pods_by_service
+            .get(&format!("{namespace}/{name}"), &self.pods)
+    }
+
+    /// The pods bound to `node`.
+    pub fn pods_on_node(&self, node: &str) -> Vec<Arc<Pod>> {
+        self.indexes.pods_by_node.get(node, &self.pods)
+    }
+
+    /// The portal services in `namespace`.
+    pub fn services_in(&self, namespace: &str) -> Vec<Arc<PortalService>> {
+        self.indexes
+            .services_by_namespace
+            .get(namespace, &self.portal_services)
+    }
 }
 
 impl std::fmt::Debug for Stores {
@@ -197,28 +411,36 @@ macro_rules! caches {
             metrics: Arc<Metrics>,
             undecodable: mpsc::UnboundedSender<Undecodable>,
             undecodable_rx: Mutex<Option<mpsc::UnboundedReceiver<Undecodable>>>,
+            indexes: Indexes,
             $( $field: Cache<$kind>, )*
         }
 
         impl Caches {
             pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
                 let (undecodable, undecodable_rx) = mpsc::unbounded_channel();
-                Self {
+                let mut caches = Self {
                     client,
                     metrics,
                     undecodable,
                     undecodable_rx: Mutex::new(Some(undecodable_rx)),
+                    indexes: Indexes::new(),
                     $( $field: Cache::new(), )*
-                }
+                };
+                caches.pods.indexes = vec![
+                    caches.indexes.pods_by_service.clone(),
+                    caches.indexes.pods_by_node.clone(),
+                ];
+                caches.portal_services.indexes = vec![caches.indexes.services_by_namespace.clone()];
+                caches
             }
 
             pub fn stores(&self) -> Stores {
-                Stores { $( $field: self.$field.store.clone(), )* }
+                Stores { $( $field: self.$field.store.clone(), )* indexes: self.indexes.clone() }
             }
 
             $(
                 /// A subscription to this cache's changes.
-                pub fn $field(&self) -> Subscription<$kind> {
+                pub fn $field(&self) -> Changes<$kind> {
                     self.$field.subscribe(stringify!($field), self.metrics.clone())
                 }
             )*
@@ -414,6 +636,7 @@ where
         mut writer,
         changes,
         health,
+        indexes,
     } = cache;
     let Watch { kind, config, trim } = watch;
     let (metrics, undecodable) = (sink.metrics.clone(), sink.undecodable.clone());
@@ -497,16 +720,35 @@ where
             // change and the slow subscriber resyncs.
             match event {
                 watcher::Event::Apply(object) => {
+                    for index in &indexes {
+                        index.applied(&object);
+                    }
                     let current = store.get(&ObjectRef::from_obj(&object));
-                    let _ = changes.send(current.unwrap_or_else(|| Arc::new(object)));
+                    let _ = changes.send(Change {
+                        object: current.unwrap_or_else(|| Arc::new(object)),
+                        deleted: false,
+                    });
                 }
                 watcher::Event::Delete(object) => {
-                    let _ = changes.send(Arc::new(object));
+                    for index in &indexes {
+                        index.deleted(&object);
+                    }
+                    let _ = changes.send(Change {
+                        object: Arc::new(object),
+                        deleted: true,
+                    });
                 }
                 watcher::Event::InitDone => {
                     info!(kind, objects = store.len(), "cache synced");
-                    for object in store.state() {
-                        let _ = changes.send(object);
+                    let objects = store.state();
+                    for index in &indexes {
+                        index.rebuild(&objects);
+                    }
+                    for object in objects {
+                        let _ = changes.send(Change {
+                            object,
+                            deleted: false,
+                        });
                     }
                 }
                 watcher::Event::Init | watcher::Event::InitApply(_) => {}

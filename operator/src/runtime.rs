@@ -132,6 +132,7 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
             resync: Duration::from_secs(args.resync_seconds.max(1)),
         },
         backoff: Default::default(),
+        pacer: Default::default(),
     });
     let undecodable = caches.undecodable();
 

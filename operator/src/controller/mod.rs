@@ -11,27 +11,21 @@ pub mod baseline;
 pub mod error;
 pub mod portal_service;
 pub mod site;
+pub mod status;
 pub mod tenant;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
 use tracing::{error, warn};
 
-use self::apply::Writable;
 pub use self::apply::Writer;
 pub use self::error::Error;
-use self::error::{Backoff, Class, Failure};
-use crate::api::portal_service::PortalServiceStatus;
-use crate::api::tenant::TenantStatus;
+use self::error::{Backoff, Class};
+use self::status::Pacer;
 use crate::cache::Stores;
-use crate::conditions::{self, kind};
 use crate::metrics::Metrics;
 
 /// Settings that are the pool's, not any one object's.
@@ -60,6 +54,8 @@ pub struct Context {
     pub settings: Settings,
     /// Failed attempts per object, for the backoff.
     pub backoff: Backoff,
+    /// When each object's status was last written, for pacing figure-only updates.
+    pub pacer: Pacer,
 }
 
 impl std::fmt::Debug for Context {
@@ -101,53 +97,6 @@ pub async fn reconciled<K: Resource>(
         ctx.backoff.succeeded(&backoff_key(controller, object));
     }
     result
-}
-
-/// A status with standard conditions.
-pub trait WithConditions: Serialize + PartialEq {
-    fn conditions(&self) -> &[Condition];
-}
-
-/// Writes `status` when it differs from the object's `old` one; a failure that changes the
-/// `Ready` condition is also told once as a Warning Event.
-pub async fn write_status<K: Writable, S: WithConditions>(
-    ctx: &Context,
-    api: &Api<K>,
-    object: &K,
-    old: Option<&S>,
-    status: &S,
-    failure: Option<&Failure>,
-) -> Result<(), Error> {
-    if old == Some(status) {
-        return Ok(());
-    }
-    let old_conditions = old.map(S::conditions).unwrap_or_default();
-    if let Some(failure) = failure
-        && conditions::changed(old_conditions, status.conditions(), kind::READY)
-    {
-        ctx.writer
-            .event(
-                object,
-                EventType::Warning,
-                failure.reason,
-                failure.message.clone(),
-            )
-            .await;
-    }
-    ctx.writer.apply_status(api, object, status).await?;
-    Ok(())
-}
-
-impl WithConditions for TenantStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-}
-
-impl WithConditions for PortalServiceStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
 }
 
 /// What a controller does after an error (see `error`): count it, log it, and wait for a

@@ -22,6 +22,12 @@
 //!
 //! The price of a strict, operator-independent limit: near the total, free capacity can sit
 //! in one namespace's share while another namespace is refused, until the next redraw.
+//!
+//! Redraws have hysteresis, so that a pod starting does not rewrite every namespace's quota:
+//! the shares are redrawn when a quota is missing, when the hards no longer add up to what the
+//! tenant's total gives (the total or the namespaces changed), or when a namespace is running
+//! low: its free share is below half of what an even split of the tenant's headroom would
+//! give it. In between, pods come and go within the shares as drawn.
 
 use std::collections::BTreeMap;
 
@@ -56,14 +62,36 @@ pub fn fair_hards(total: Resources, namespaces: &[NamespaceQuota]) -> BTreeMap<S
     result
 }
 
-/// Whether the shares must be redrawn: some namespace's hard is not its fair hard (a quota is
-/// missing, use changed, or the total changed). In a steady pool nothing is redrawn, so
-/// nothing is written.
+/// Whether the shares must be redrawn (see the module docs): a quota is missing, the hards do
+/// not add up to the tenant's total, or a namespace is running low. In a steady pool, and while
+/// pods come and go within their shares, nothing is redrawn, so nothing is written.
 pub fn needs_redraw(total: Resources, namespaces: &[NamespaceQuota]) -> bool {
+    if namespaces.iter().any(|ns| ns.hard.is_none()) {
+        return true;
+    }
     let fair = fair_hards(total, namespaces);
-    namespaces
-        .iter()
-        .any(|ns| ns.hard.as_ref() != fair.get(&ns.namespace))
+    let n = namespaces.len() as i128;
+    Resource::ALL.into_iter().any(|r| {
+        let hards: Amount = namespaces.iter().map(|ns| hard(ns).get(r)).sum();
+        let fair_sum: Amount = fair.values().map(|h| h.get(r)).sum();
+        let used: Amount = namespaces.iter().map(|ns| ns.used.get(r)).sum();
+        let even = total.get(r).saturating_sub(used).0 / n.max(1);
+        hards != fair_sum
+            || namespaces.iter().any(|ns| {
+                let free = hard(ns).get(r).saturating_sub(ns.used.get(r));
+                let fair_free = fair
+                    .get(&ns.namespace)
+                    .map(|f| f.get(r))
+                    .unwrap_or_default()
+                    .saturating_sub(ns.used.get(r));
+                // Running low, and a redraw would give it more.
+                free.0 * 2 < even && fair_free > free
+            })
+    })
+}
+
+fn hard(ns: &NamespaceQuota) -> Resources {
+    ns.hard.unwrap_or_default()
 }
 
 /// Step one of a redraw: the hard of every namespace, lowered where the fair hard is lower and
@@ -172,18 +200,42 @@ mod tests {
     }
 
     #[test]
-    fn no_redraw_while_the_shares_are_fair() {
+    fn pods_coming_and_going_within_the_shares_redraw_nothing() {
         let t = total(8000, 40);
         let current = [
             ns("a", Some(amounts(4500, 22)), amounts(1000, 5)),
             ns("b", Some(amounts(3500, 18)), amounts(0, 1)),
         ];
         assert!(!needs_redraw(t, &current));
-        let changed = [
+        let one_more_pod = [
             ns("a", Some(amounts(4500, 22)), amounts(1500, 6)),
             ns("b", Some(amounts(3500, 18)), amounts(0, 1)),
         ];
-        assert!(needs_redraw(t, &changed), "use changed");
+        assert!(
+            !needs_redraw(t, &one_more_pod),
+            "a pod starting within a's share"
+        );
+        let shrunk = total(6000, 40);
+        assert!(needs_redraw(shrunk, &current), "the total changed");
+        let missing = [ns("a", None, Resources::ZERO), current[1].clone()];
+        assert!(needs_redraw(t, &missing), "a quota is missing");
+    }
+
+    #[test]
+    fn a_namespace_below_half_its_even_share_gets_a_redraw_and_then_rests() {
+        let t = total(8000, 40);
+        // b has 200m free of 4000m; an even split of the 4800m headroom would give it 2400m.
+        let low = [
+            ns("a", Some(amounts(4000, 20)), amounts(1000, 2)),
+            ns("b", Some(amounts(4000, 20)), amounts(3800, 10)),
+        ];
+        assert!(needs_redraw(t, &low));
+        let fair = fair_hards(t, &low);
+        let redrawn = [
+            ns("a", Some(fair["a"]), amounts(1000, 2)),
+            ns("b", Some(fair["b"]), amounts(3800, 10)),
+        ];
+        assert!(!needs_redraw(t, &redrawn), "fair again: nothing to do");
     }
 
     #[test]

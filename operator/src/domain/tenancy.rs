@@ -54,11 +54,6 @@ pub fn baseline_name(tenant: &Tenant) -> String {
     })
 }
 
-/// True when `namespace` is one of the tenant's.
-pub fn owns_namespace(tenant: &Tenant, namespace: &str) -> bool {
-    tenant.spec.namespaces.iter().any(|ns| ns == namespace)
-}
-
 /// The tenant-wide quota as resources.
 pub fn tenant_total(quota: &TenantQuota) -> Result<Resources, ParseError> {
     Ok(Resources {

@@ -103,9 +103,9 @@ pub fn run(
         ctx: ctx.clone(),
         reported: Reported::default(),
     });
-    Controller::for_shared_stream(caches.baselines(), ctx.stores.baselines.clone())
+    Controller::for_shared_stream(caches.baselines().all(), ctx.stores.baselines.clone())
         // Standalone pods; pods made by a workload are audited through it.
-        .watches_shared_stream(caches.pods(), move |pod| {
+        .watches_shared_stream(caches.pods().all(), move |pod| {
             let standalone = pod
                 .owner_references()
                 .iter()

@@ -11,12 +11,13 @@ use crate::controller::Context;
 use crate::controller::apply::{apply_cached, cached};
 use crate::controller::error::ApiError;
 
+/// Applies what changed; returns whether anything was written.
 pub async fn apply_children(
     ps: &PortalService,
     desired: Desired,
     floor: i32,
     ctx: &Context,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let Desired {
         service_account,
         deployment,
@@ -30,14 +31,19 @@ pub async fn apply_children(
     let (stores, writer) = (&ctx.stores, &ctx.writer);
     let client = &ctx.client;
 
-    apply_cached(writer, &stores.service_accounts, service_account).await?;
-    if let Some(deployment) = deployment {
+    // The ServiceAccount first: the Deployment's pods cannot be created without it. The rest
+    // together: they do not depend on each other.
+    let account = apply_cached(writer, &stores.service_accounts, service_account).await?;
+    let deployment = async {
+        let Some(deployment) = deployment else {
+            return Ok(false);
+        };
         // The replica count belongs to the autoscaler: Verbund sends what is stored (raised to
         // the floor), so that a baseline's replica rule holds from the first apply on and the
         // autoscaler's choice is never undone.
         let stored = cached(&stores.deployments, &ns, &name);
         let current = stored.as_ref().and_then(|d| d.spec.replicas);
-        writer
+        let applied = writer
             .apply_if_changed_with(
                 &Api::namespaced(client.clone(), &ns),
                 deployment,
@@ -45,22 +51,36 @@ pub async fn apply_children(
                 |d: &mut Deployment| d.spec.replicas = Some(current.unwrap_or(floor).max(floor)),
             )
             .await?;
-    }
-    apply_cached(writer, &stores.services, service).await?;
-    apply_cached(writer, &stores.autoscalers, autoscaler).await?;
-    apply_cached(writer, &stores.disruption_budgets, disruption_budget).await?;
-    apply_cached(writer, &stores.network_policies, network_policy).await?;
-    let stored = cached(&stores.ingresses, &ns, &name);
-    match ingress {
-        Some(ingress) => {
-            apply_cached(writer, &stores.ingresses, ingress).await?;
+        Ok(applied.is_some())
+    };
+    let ingress = async {
+        let stored = cached(&stores.ingresses, &ns, &name);
+        match ingress {
+            Some(ingress) => Ok(apply_cached(writer, &stores.ingresses, ingress)
+                .await?
+                .is_some()),
+            None if stored.is_some() => {
+                writer
+                    .delete(&Api::<Ingress>::namespaced(client.clone(), &ns), &name)
+                    .await?;
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        None if stored.is_some() => {
-            writer
-                .delete(&Api::<Ingress>::namespaced(client.clone(), &ns), &name)
-                .await?;
-        }
-        None => {}
-    }
-    Ok(())
+    };
+    let (deployment, service, autoscaler, budget, policy, ingress) = futures::try_join!(
+        deployment,
+        apply_cached(writer, &stores.services, service),
+        apply_cached(writer, &stores.autoscalers, autoscaler),
+        apply_cached(writer, &stores.disruption_budgets, disruption_budget),
+        apply_cached(writer, &stores.network_policies, network_policy),
+        ingress,
+    )?;
+    Ok(account.is_some()
+        || deployment
+        || service.is_some()
+        || autoscaler.is_some()
+        || budget.is_some()
+        || policy.is_some()
+        || ingress)
 }

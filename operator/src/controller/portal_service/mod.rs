@@ -30,34 +30,61 @@ use tracing::instrument;
 use self::build::Inputs;
 use self::status::Facts;
 use super::error::Failure;
+use super::status::Written;
 use super::{Context, Error, reconciled};
 use crate::api::Tenant;
 use crate::api::portal_service::{PortalService, PortalServiceStatus};
 use crate::cache::Caches;
+use crate::cache::Stores;
 use crate::conditions::{self, kind};
+use crate::controller::apply::cached;
 use crate::domain::pods;
-use crate::domain::tenancy;
+use crate::domain::resources::Resource;
+use crate::domain::tenancy::{self, QUOTA_NAME};
 use crate::placement;
+
+/// Reconciles running at once: bounded, so that a burst shares the API server fairly.
+const CONCURRENCY: u16 = 16;
 
 const CONTROLLER: &str = "portalservice";
 
 /// Portal services in the namespaces of the tenant `tenant`.
-fn services_of_tenant(
-    services: &Store<PortalService>,
-    tenants: &Store<Tenant>,
-    tenant: &str,
-) -> Vec<ObjectRef<PortalService>> {
-    let Some(tenant) = tenants.get(&ObjectRef::new(tenant)) else {
+fn services_of_tenant(stores: &Stores, tenant: &str) -> Vec<ObjectRef<PortalService>> {
+    let Some(tenant) = stores.tenants.get(&ObjectRef::new(tenant)) else {
         return Vec::new();
     };
-    services
-        .state()
+    tenant
+        .spec
+        .namespaces
         .iter()
-        .filter(|s| {
-            s.namespace()
-                .is_some_and(|ns| tenancy::owns_namespace(&tenant, &ns))
+        .flat_map(|ns| stores.services_in(ns))
+        .map(|s| ObjectRef::from_obj(&*s))
+        .collect()
+}
+
+/// The services of `tenant` whose ceiling the tenant's use can move: those already limited,
+/// and those whose maximum no longer fits in what the tenant has left.
+fn services_near_ceiling(stores: &Stores, tenant: &str) -> Vec<ObjectRef<PortalService>> {
+    let Some(tenant) = stores.tenants.get(&ObjectRef::new(tenant)) else {
+        return Vec::new();
+    };
+    let total = tenancy::tenant_total(&tenant.spec.quota).unwrap_or_default();
+    let quotas = tenancy::tenant_quotas(&tenant, |ns| cached(&stores.quotas, ns, QUOTA_NAME));
+    let free = total.saturating_sub(tenancy::tenant_used(&quotas));
+    tenant
+        .spec
+        .namespaces
+        .iter()
+        .flat_map(|ns| stores.services_in(ns))
+        .filter(|ps| {
+            let limited = ps
+                .status
+                .as_ref()
+                .is_some_and(|s| conditions::is_true(&s.conditions, kind::SCALING_LIMITED));
+            let wanted = scaling::per_pod(&ps.spec).times(i64::from(ps.spec.replicas.max));
+            limited || Resource::ALL.iter().any(|r| wanted.get(*r) > free.get(*r))
         })
-        .map(|s| ObjectRef::from_obj(&**s))
+        .map(|s| ObjectRef::from_obj(&*s))
         .collect()
 }
 
@@ -82,41 +109,50 @@ pub fn run(
         stores.clone(),
         stores.clone(),
     );
-    Controller::for_shared_stream(caches.portal_services(), stores.portal_services.clone())
-        .owns_shared_stream(caches.deployments())
-        .owns_shared_stream(caches.services())
-        .owns_shared_stream(caches.service_accounts())
-        .owns_shared_stream(caches.autoscalers())
-        .owns_shared_stream(caches.disruption_budgets())
-        .owns_shared_stream(caches.network_policies())
-        .owns_shared_stream(caches.ingresses())
-        // Pods becoming ready change the status.
-        .watches_shared_stream(caches.pods(), |pod| {
-            pods::portal_service_of(&pod)
-                .map(|(ns, name)| ObjectRef::<PortalService>::new(&name).within(&ns))
-        })
-        // A site cordoned, added or recertified: re-place every service.
-        .watches_shared_stream(caches.sites(), move |_| all_services(&s1.portal_services))
-        .watches_shared_stream(caches.baselines(), move |_| {
-            all_services(&s2.portal_services)
-        })
-        // The tenant's quota or allowed sites changed, or its use (quota status) did.
-        .watches_shared_stream(caches.tenants(), move |t: Arc<Tenant>| {
-            services_of_tenant(&s3.portal_services, &s3.tenants, &t.name_any())
-        })
-        .watches_shared_stream(caches.quotas(), move |q| {
-            tenancy::tenant_label(&*q)
-                .map(|t| services_of_tenant(&s4.portal_services, &s4.tenants, t))
-                .unwrap_or_default()
-        })
-        .with_config(Config::default().debounce(Duration::from_millis(500)))
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(
-            reconcile,
-            |s, e, c| super::error_policy(CONTROLLER, s, e, c),
-            ctx,
-        )
-        .for_each(|_| futures::future::ready(()))
+    Controller::for_shared_stream(
+        caches.portal_services().all(),
+        stores.portal_services.clone(),
+    )
+    .owns_shared_stream(caches.deployments().all())
+    .owns_shared_stream(caches.services().all())
+    .owns_shared_stream(caches.service_accounts().all())
+    .owns_shared_stream(caches.autoscalers().all())
+    .owns_shared_stream(caches.disruption_budgets().all())
+    .owns_shared_stream(caches.network_policies().all())
+    .owns_shared_stream(caches.ingresses().all())
+    // Pods becoming ready change the status.
+    .watches_shared_stream(caches.pods().all(), |pod| {
+        pods::portal_service_of(&pod)
+            .map(|(ns, name)| ObjectRef::<PortalService>::new(&name).within(&ns))
+    })
+    // A site cordoned, added or recertified (its spec, not the status that follows every
+    // pod), or a baseline changed: re-place and re-check every service.
+    .watches_shared_stream(caches.sites().spec(), move |_| {
+        all_services(&s1.portal_services)
+    })
+    .watches_shared_stream(caches.baselines().spec(), move |_| {
+        all_services(&s2.portal_services)
+    })
+    // The tenant's quota, level or allowed sites changed.
+    .watches_shared_stream(caches.tenants().spec(), move |t: Arc<Tenant>| {
+        services_of_tenant(&s3, &t.name_any())
+    })
+    // The tenant's use changed: only services whose ceiling it can move care.
+    .watches_shared_stream(caches.quotas().all(), move |q| {
+        tenancy::tenant_label(&*q)
+            .map(|t| services_near_ceiling(&s4, t))
+            .unwrap_or_default()
+    })
+    // No debounce (a trailing one starves a busy service): triggers for a service already
+    // being reconciled collapse into one more run; status writes are paced instead.
+    .with_config(Config::default().concurrency(CONCURRENCY))
+    .graceful_shutdown_on(async move { shutdown.cancelled().await })
+    .run(
+        reconcile,
+        |s, e, c| super::error_policy(CONTROLLER, s, e, c),
+        ctx,
+    )
+    .for_each(|_| futures::future::ready(()))
 }
 
 async fn reconcile(ps: Arc<PortalService>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -167,6 +203,7 @@ async fn reconcile_service(ps: &PortalService, ctx: &Context) -> Result<Action, 
     let outcome = apply::apply_children(ps, desired, floor.min, ctx)
         .await
         .map_err(Error::from);
+    let wrote_children = outcome.as_ref().is_ok_and(|wrote| *wrote);
     let failure = outcome.as_ref().err().map(Failure::from);
     let facts = Facts {
         observed: &observed,
@@ -195,8 +232,16 @@ async fn reconcile_service(ps: &PortalService, ctx: &Context) -> Result<Action, 
             )
             .await;
     }
-    write_status(ps, ctx, status, failure.as_ref()).await?;
+    if failure.is_none()
+        && let Some(wait) = first_status_wait(ps, &status, wrote_children, now)
+    {
+        return Ok(Action::requeue(wait));
+    }
+    let written = write_status(ps, ctx, status, failure.as_ref()).await?;
     outcome?;
+    if let Written::Paced(wait) = written {
+        return Ok(Action::requeue(wait));
+    }
 
     // Come back when a scaling window opens or closes, or for the resync.
     let boundary = scaling::next_boundary(&ps.spec, now)
@@ -208,14 +253,36 @@ async fn reconcile_service(ps: &PortalService, ctx: &Context) -> Result<Action, 
     })
 }
 
-/// Writes the status when it changed (see `controller::write_status`).
+/// Writes the status when it changed (see `controller::status`).
 async fn write_status(
     ps: &PortalService,
     ctx: &Context,
     status: PortalServiceStatus,
     failure: Option<&Failure>,
-) -> Result<(), Error> {
+) -> Result<Written, Error> {
     let api: Api<PortalService> =
         Api::namespaced(ctx.client.clone(), &ps.namespace().unwrap_or_default());
-    super::write_status(ctx, &api, ps, ps.status.as_ref(), &status, failure).await
+    super::status::write(ctx, &api, ps, ps.status.as_ref(), &status, failure).await
+}
+
+/// How long a new service's first status may wait for its pods: one status that says Ready,
+/// rather than one per pod that comes up (DESIGN §7: writes per service).
+pub const FIRST_STATUS_WAIT: Duration = Duration::from_secs(10);
+
+/// How much longer a new service's first status waits: while its children were just written
+/// or its pods are coming up, and the service is younger than [`FIRST_STATUS_WAIT`].
+fn first_status_wait(
+    ps: &PortalService,
+    status: &PortalServiceStatus,
+    wrote_children: bool,
+    now: Timestamp,
+) -> Option<Duration> {
+    if ps.status.is_some() {
+        return None;
+    }
+    let created = ps.metadata.creation_timestamp.as_ref()?.0;
+    let age = Duration::try_from(now.duration_since(created)).unwrap_or_default();
+    let coming_up = wrote_children || !conditions::is_true(&status.conditions, kind::READY);
+    (coming_up && age < FIRST_STATUS_WAIT)
+        .then(|| (FIRST_STATUS_WAIT - age).min(Duration::from_secs(2)))
 }

@@ -11,11 +11,10 @@ use crate::api::{SecurityBaseline, Site, Tenant};
 use crate::cache::Stores;
 use crate::controller::apply::cached;
 use crate::controller::error::SpecError;
-use crate::domain::pods::{self, INSTANCE_LABEL};
+use crate::domain::pods;
 use crate::domain::resources::Resources;
 use crate::domain::sites::{sites_by_zone, zone_of_node};
 use crate::domain::tenancy::{self, QUOTA_NAME};
-use crate::meta::{MANAGED_BY, MANAGED_BY_LABEL};
 
 /// One of the service's pods, as status needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,12 +56,8 @@ pub fn read(ps: &PortalService, stores: &Stores) -> Result<Observed, SpecError> 
     let site_of_zone: BTreeMap<String, String> = sites_by_zone(sites.iter().map(|s| &**s));
     let name = ps.name_any();
     let pods = stores
-        .pods
-        .state()
+        .pods_of_service(&namespace, &name)
         .into_iter()
-        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|p| p.labels().get(INSTANCE_LABEL) == Some(&name))
-        .filter(|p| p.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY))
         .map(|p| ServicePod {
             ready: pods::is_ready(&p),
             holds_resources: pods::holds_resources(&p),

@@ -8,7 +8,6 @@ pub mod read;
 pub mod status;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -20,11 +19,15 @@ use kube::runtime::reflector::ObjectRef;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
+use super::status::Written;
 use super::{Context, Error, reconciled};
 use crate::api::Site;
 use crate::cache::Caches;
 use crate::domain::pods;
 use crate::domain::sites::zone_of_node;
+
+/// Reconciles running at once: bounded, so that a burst shares the API server fairly.
+const CONCURRENCY: u16 = 2;
 
 const CONTROLLER: &str = "site";
 
@@ -37,13 +40,13 @@ pub fn run(
     let sites_for_nodes = ctx.stores.sites.clone();
     let sites_for_pods = ctx.stores.sites.clone();
     let nodes = ctx.stores.nodes.clone();
-    Controller::for_shared_stream(caches.sites(), ctx.stores.sites.clone())
-        .watches_shared_stream(caches.nodes(), move |node: Arc<Node>| {
+    Controller::for_shared_stream(caches.sites().all(), ctx.stores.sites.clone())
+        .watches_shared_stream(caches.nodes().all(), move |node: Arc<Node>| {
             zone_of_node(&node)
                 .map(|zone| read::sites_in_zone(&sites_for_nodes, zone))
                 .unwrap_or_default()
         })
-        .watches_shared_stream(caches.pods(), move |pod| {
+        .watches_shared_stream(caches.pods().all(), move |pod| {
             pods::node_of(&pod)
                 .and_then(|n| nodes.get(&ObjectRef::new(n)))
                 .and_then(|node| {
@@ -51,8 +54,8 @@ pub fn run(
                 })
                 .unwrap_or_default()
         })
-        // Pods come and go in bursts; one status update per burst is enough.
-        .with_config(Config::default().debounce(Duration::from_secs(1)))
+        // No debounce (a trailing one would starve a busy site); status writes are paced.
+        .with_config(Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(
             reconcile,
@@ -71,10 +74,11 @@ async fn reconcile_site(site: &Site, ctx: &Context) -> Result<Action, Error> {
     let observed = read::read(site, &ctx.stores);
     let status = status::build(site, &observed, Timestamp::now());
     status::record_metrics(&site.name_any(), &status, &ctx.metrics);
-    if site.status.as_ref() != Some(&status) {
-        ctx.writer
-            .apply_status(&Api::<Site>::all(ctx.client.clone()), site, &status)
-            .await?;
-    }
-    Ok(ctx.settings.next_resync())
+    let api = Api::<Site>::all(ctx.client.clone());
+    Ok(
+        match super::status::write(ctx, &api, site, site.status.as_ref(), &status, None).await? {
+            Written::Paced(wait) => Action::requeue(wait),
+            Written::Done => ctx.settings.next_resync(),
+        },
+    )
 }

@@ -1,6 +1,5 @@
 //! What the caches say about a site: its nodes and the pods bound to them.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -9,7 +8,6 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::Site;
 use crate::cache::Stores;
-use crate::domain::pods;
 use crate::domain::sites::{zone_of, zone_of_node};
 
 /// A site's share of the world.
@@ -40,12 +38,9 @@ pub fn read(site: &Site, stores: &Stores) -> Observed {
         .into_iter()
         .filter(|n| zone_of_node(n) == Some(zone.as_str()))
         .collect();
-    let names: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
-    let pods = stores
-        .pods
-        .state()
-        .into_iter()
-        .filter(|p| pods::node_of(p).is_some_and(|n| names.contains(n)))
+    let pods = nodes
+        .iter()
+        .flat_map(|n| stores.pods_on_node(&n.name_any()))
         .collect();
     Observed { zone, nodes, pods }
 }

@@ -15,7 +15,6 @@ pub mod status;
 pub mod validate;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
@@ -31,11 +30,15 @@ use tracing::instrument;
 
 use self::read::Observed;
 use super::error::Failure;
+use super::status::Written;
 use super::{Context, Error, reconciled};
 use crate::api::security_baseline::PodSecurityLevel;
 use crate::api::tenant::Tenant;
 use crate::cache::Caches;
 use crate::domain::tenancy;
+
+/// Reconciles running at once: bounded, so that a burst shares the API server fairly.
+const CONCURRENCY: u16 = 4;
 
 const CONTROLLER: &str = "tenant";
 
@@ -51,17 +54,17 @@ pub fn run(
     let tenants = ctx.stores.tenants.clone();
     let namespaces = ctx.stores.namespaces.clone();
     let tenants_for_baselines = tenants.clone();
-    Controller::for_shared_stream(caches.tenants(), tenants)
-        .owns_shared_stream(caches.quotas())
-        .owns_shared_stream(caches.limit_ranges())
-        .owns_shared_stream(caches.role_bindings())
-        .owns_shared_stream(caches.network_policies())
+    Controller::for_shared_stream(caches.tenants().all(), tenants)
+        .owns_shared_stream(caches.quotas().all())
+        .owns_shared_stream(caches.limit_ranges().all())
+        .owns_shared_stream(caches.role_bindings().all())
+        .owns_shared_stream(caches.network_policies().all())
         // Namespaces carry no owner reference (they may outlive the tenant): map by label.
-        .watches_shared_stream(caches.namespaces(), |ns| {
+        .watches_shared_stream(caches.namespaces().all(), |ns| {
             tenancy::tenant_label(&*ns).map(ObjectRef::<Tenant>::new)
         })
         // A baseline's Pod Security level goes into the namespace labels.
-        .watches_shared_stream(caches.baselines(), move |baseline| {
+        .watches_shared_stream(caches.baselines().spec(), move |baseline| {
             let name = baseline.name_any();
             tenants_for_baselines
                 .state()
@@ -70,14 +73,16 @@ pub fn run(
                 .map(|t| ObjectRef::from_obj(&*t))
                 .collect::<Vec<_>>()
         })
-        // The status counts the tenant's services.
-        .watches_shared_stream(caches.portal_services(), move |service| {
+        // The status counts the tenant's services: created or deleted.
+        .watches_shared_stream(caches.portal_services().spec(), move |service| {
             tenant_of_namespace(
                 &namespaces,
                 service.namespace().as_deref().unwrap_or_default(),
             )
         })
-        .with_config(Config::default().debounce(Duration::from_millis(200)))
+        // No debounce (a trailing one starves a busy tenant): triggers for a tenant already
+        // being reconciled collapse into one more run; status writes are paced instead.
+        .with_config(Config::default().concurrency(CONCURRENCY))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(
             reconcile,
@@ -118,8 +123,12 @@ async fn reconcile_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action, Erro
     let observed = read::read(tenant, &ctx.stores);
     let outcome = converge(tenant, &observed, ctx).await;
     let failure = outcome.as_ref().err().map(Failure::from);
-    write_status(tenant, &observed, failure.as_ref(), ctx).await?;
-    outcome.map(|()| ctx.settings.next_resync())
+    let written = write_status(tenant, &observed, failure.as_ref(), ctx).await?;
+    outcome?;
+    Ok(match written {
+        Written::Paced(wait) => Action::requeue(wait),
+        Written::Done => ctx.settings.next_resync(),
+    })
 }
 
 /// Validate, build and apply: the cluster as the tenant asks for it.
@@ -137,17 +146,17 @@ async fn converge(tenant: &Tenant, observed: &Observed, ctx: &Context) -> Result
     Ok(())
 }
 
-/// Writes the status when it changed (see `controller::write_status`).
+/// Writes the status when it changed (see `controller::status`).
 async fn write_status(
     tenant: &Tenant,
     observed: &Observed,
     failure: Option<&Failure>,
     ctx: &Context,
-) -> Result<(), Error> {
+) -> Result<Written, Error> {
     let status = status::build(tenant, observed, failure, Timestamp::now());
     status::record_metrics(&tenant.name_any(), &status, &ctx.metrics);
     let api = Api::<Tenant>::all(ctx.client.clone());
-    super::write_status(ctx, &api, tenant, tenant.status.as_ref(), &status, failure).await
+    super::status::write(ctx, &api, tenant, tenant.status.as_ref(), &status, failure).await
 }
 
 /// The Tenant is being deleted: every namespace follows `deletionPolicy`.

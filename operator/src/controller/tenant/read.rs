@@ -48,15 +48,12 @@ pub fn read(tenant: &Tenant, stores: &Stores) -> Observed {
         .get(&ObjectRef::new(&tenancy::baseline_name(tenant)))
         .map(|b| b.spec.pod_security);
     let quotas = tenancy::tenant_quotas(tenant, |ns| cached(&stores.quotas, ns, QUOTA_NAME));
-    let services = stores
-        .portal_services
-        .state()
+    let services = tenant
+        .spec
+        .namespaces
         .iter()
-        .filter(|s| {
-            s.namespace()
-                .is_some_and(|ns| tenancy::owns_namespace(tenant, &ns))
-        })
-        .count();
+        .map(|ns| stores.services_in(ns).len())
+        .sum();
     Observed {
         claimed_by_others,
         released,
