@@ -8,8 +8,9 @@
 //! resync), so no subscriber can stall a watch for the others and none misses a change.
 //!
 //! Objects are trimmed before they are stored (DESIGN §7): managed field sets are dropped
-//! everywhere, pods keep only what placement and accounting need, and Verbund's own children
-//! are watched metadata-only, filtered to `app.kubernetes.io/managed-by=verbund-operator`.
+//! everywhere, pods and nodes are decoded into compact projections (`domain::projections`),
+//! and Verbund's own children are watched metadata-only, filtered to
+//! `app.kubernetes.io/managed-by=verbund-operator`.
 //! Verbund's own kinds are decoded one by one: an object the types cannot read is skipped and
 //! reported (log, metric, and a Warning Event through [`Caches::undecodable`]), never fatal to
 //! its watch.
@@ -24,7 +25,7 @@ use futures::{FutureExt, StreamExt, future::BoxFuture};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    LimitRange, Namespace, Node, ObjectReference, Pod, ResourceQuota, Service, ServiceAccount,
+    LimitRange, Namespace, ObjectReference, ResourceQuota, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -41,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::{PortalService, SecurityBaseline, Site, Tenant};
+use crate::domain::projections::{CachedNode, CachedPod};
 use crate::meta::{managed_selector, strip_managed_fields};
 use crate::metrics::Metrics;
 
@@ -317,8 +319,8 @@ pub struct Stores {
     pub tenants: Store<Tenant>,
     pub baselines: Store<SecurityBaseline>,
     pub portal_services: Store<PortalService>,
-    pub nodes: Store<Node>,
-    pub pods: Store<Pod>,
+    pub nodes: Store<CachedNode>,
+    pub pods: Store<CachedPod>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub quotas: Store<ResourceQuota>,
     pub limit_ranges: Store<PartialObjectMeta<LimitRange>>,
@@ -338,19 +340,19 @@ pub struct Stores {
 #[derive(Clone, Debug)]
 pub struct Indexes {
     /// Pods by `namespace/portal service` (the pods Verbund runs for a service).
-    pub pods_by_service: Index<Pod>,
+    pub pods_by_service: Index<CachedPod>,
     /// Pods by the node they are bound to.
-    pub pods_by_node: Index<Pod>,
+    pub pods_by_node: Index<CachedPod>,
     /// Portal services by namespace.
     pub services_by_namespace: Index<PortalService>,
 }
 
-fn pod_service_key(pod: &Pod) -> Option<String> {
+fn pod_service_key(pod: &CachedPod) -> Option<String> {
     crate::domain::pods::portal_service_of(pod).map(|(ns, name)| format!("{ns}/{name}"))
 }
 
-fn node_key(pod: &Pod) -> Option<String> {
-    crate::domain::pods::node_of(pod).map(str::to_string)
+fn node_key(pod: &CachedPod) -> Option<String> {
+    pod.node.clone()
 }
 
 fn namespace_key(service: &PortalService) -> Option<String> {
@@ -369,14 +371,14 @@ impl Indexes {
 
 impl Stores {
     /// The pods Verbund runs for portal service `name` in `namespace`.
-    pub fn pods_of_service(&self, namespace: &str, name: &str) -> Vec<Arc<Pod>> {
+    pub fn pods_of_service(&self, namespace: &str, name: &str) -> Vec<Arc<CachedPod>> {
         self.indexes
             .pods_by_service
             .get(&format!("{namespace}/{name}"), &self.pods)
     }
 
     /// The pods bound to `node`.
-    pub fn pods_on_node(&self, node: &str) -> Vec<Arc<Pod>> {
+    pub fn pods_on_node(&self, node: &str) -> Vec<Arc<CachedPod>> {
         self.indexes.pods_by_node.get(node, &self.pods)
     }
 
@@ -502,8 +504,8 @@ caches!(
     tenants: Tenant = guarded(all, strip),
     baselines: SecurityBaseline = guarded(all, strip),
     portal_services: PortalService = guarded(all, strip),
-    nodes: Node = plain(all, strip_node),
-    pods: Pod = plain(all, strip_pod),
+    nodes: CachedNode = plain(all, as_read),
+    pods: CachedPod = plain(all, as_read),
     namespaces: PartialObjectMeta<Namespace> = plain(managed, strip),
     quotas: ResourceQuota = plain(managed, strip),
     limit_ranges: PartialObjectMeta<LimitRange> = plain(managed, strip),
@@ -784,60 +786,9 @@ fn strip_deployment(deployment: &mut Deployment) {
     deployment.spec.template = Default::default();
 }
 
-/// Nodes keep labels, schedulability, capacity, allocatable and their Ready condition.
-fn strip_node(node: &mut Node) {
-    node.metadata.managed_fields = None;
-    node.metadata.annotations = None;
-    if let Some(status) = node.status.as_mut() {
-        status.images = None;
-        status.volumes_attached = None;
-        status.volumes_in_use = None;
-        status.node_info = None;
-        status.addresses = None;
-        status.daemon_endpoints = None;
-        status.config = None;
-        if let Some(conditions) = status.conditions.as_mut() {
-            conditions.retain(|c| c.type_ == "Ready");
-        }
-    }
-}
-
-/// Pods keep labels, owners, node, resource requests, phase and readiness: what placement,
-/// site accounting and the portal services' status need.
-fn strip_pod(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    if let Some(spec) = pod.spec.as_mut() {
-        spec.volumes = None;
-        spec.affinity = None;
-        spec.tolerations = None;
-        spec.topology_spread_constraints = None;
-        spec.init_containers = None;
-        spec.ephemeral_containers = None;
-        for container in &mut spec.containers {
-            container.env = None;
-            container.env_from = None;
-            container.volume_mounts = None;
-            container.command = None;
-            container.args = None;
-            container.liveness_probe = None;
-            container.readiness_probe = None;
-            container.startup_probe = None;
-            container.security_context = None;
-            container.ports = None;
-        }
-    }
-    if let Some(status) = pod.status.as_mut() {
-        status.container_statuses = None;
-        status.init_container_statuses = None;
-        status.ephemeral_container_statuses = None;
-        status.pod_ips = None;
-        status.host_ips = None;
-        if let Some(conditions) = status.conditions.as_mut() {
-            conditions.retain(|c| c.type_ == "Ready");
-        }
-    }
-}
+/// Pods and nodes are read down to what Verbund uses as they are decoded (see
+/// `domain::projections`): nothing more to trim.
+fn as_read<K>(_: &mut K) {}
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,8 @@
 //! Builders for the unit tests: the objects of the Saarland pool, written once.
 
-use k8s_openapi::api::core::v1::{Node, ResourceQuota};
+use k8s_openapi::api::core::v1::ResourceQuota;
+
+use crate::domain::projections::CachedNode;
 use serde_json::{Value, json};
 
 use crate::api::{PortalService, SecurityBaseline, Site, Tenant};
@@ -69,7 +71,7 @@ pub fn baseline(name: &str, rules: Value) -> SecurityBaseline {
 }
 
 /// A Ready (or not) node of 32 cores in `zone`.
-pub fn node(name: &str, zone: &str, ready: bool) -> Node {
+pub fn node(name: &str, zone: &str, ready: bool) -> CachedNode {
     from(json!({
         "metadata": { "name": name, "labels": { "topology.kubernetes.io/zone": zone } },
         "status": {

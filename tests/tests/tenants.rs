@@ -489,11 +489,17 @@ async fn the_tenant_quota_holds_across_its_namespaces() {
     );
 
     // Now both namespaces together: whatever the shares, the API server refuses every pod that
-    // would take the tenant beyond 1 CPU, however long one waits for the operator.
+    // would take the tenant beyond 1 CPU, however long one waits for the operator. Pods of
+    // 100m, so that the last 200m can be used whichever way the shares split them.
+    let create_small = |ns: &str, pod: &str| {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let pod = restricted_pod(pod, "100m");
+        async move { pods.create(&PostParams::default(), &pod).await.map(|_| ()) }
+    };
     for attempt in 0..10 {
         for (j, ns) in namespaces.iter().enumerate() {
-            match create(ns, &format!("more-{attempt}-{j}")).await {
-                Ok(()) => admitted += Amount(200),
+            match create_small(ns, &format!("more-{attempt}-{j}")).await {
+                Ok(()) => admitted += Amount(100),
                 Err(kube::Error::Api(status)) => {
                     assert_eq!(status.code, 403, "{status:?}");
                     assert!(
@@ -515,14 +521,29 @@ async fn the_tenant_quota_holds_across_its_namespaces() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
-    let tenant = Api::<Tenant>::all(client).get(&name).await.expect("tenant");
-    let status = tenant.status.expect("status");
-    assert_eq!(
-        status.quota.used.get("cpu").map(|q| q.0.as_str()),
-        Some("1"),
-        "{:?}",
-        status.quota
-    );
+    // The status follows within seconds (figures are paced, DESIGN §7).
+    let tenants = Api::<Tenant>::all(client);
+    let status = wait::until(
+        Duration::from_secs(20),
+        "status shows the quota used",
+        || {
+            let tenants = tenants.clone();
+            let name = name.clone();
+            async move {
+                let status = tenants
+                    .get(&name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .status
+                    .ok_or("no status")?;
+                match status.quota.used.get("cpu").map(|q| q.0.as_str()) {
+                    Some("1") => Ok(status),
+                    other => Err(format!("used cpu {other:?}: {:?}", status.quota)),
+                }
+            }
+        },
+    )
+    .await;
     assert!(
         verbund_operator::conditions::is_true(&status.conditions, "QuotaExceeded"),
         "{:?}",

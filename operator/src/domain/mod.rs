@@ -6,11 +6,13 @@
 //!
 //! - [`resources`]: the cpu/memory/pods triple every quota, request and capacity is counted in;
 //! - [`sites`]: which nodes belong to which site (the zone label) and whether they are Ready;
-//! - [`pods`]: pod predicates (holds resources, Ready) and what a pod requests;
+//! - [`projections`]: pods and nodes as the caches keep them, read down to what Verbund uses;
+//! - [`pods`]: which portal service a pod belongs to;
 //! - [`tenancy`]: a tenant's namespaces, its guard rails' names, its baseline and its use;
 //! - [`shares`]: how a tenant's quota is split over its namespaces.
 
 pub mod pods;
+pub mod projections;
 pub mod resources;
 pub mod shares;
 pub mod sites;

@@ -45,11 +45,14 @@ impl Resource {
         }
     }
 
-    /// The granularity quota shares are cut at, in milli-units: a millicore, a byte, a pod.
+    /// The granularity quota shares are cut at, in milli-units: the default request of one
+    /// container (100m CPU, 128Mi memory, see the tenant's LimitRange) and one pod. Finer shares
+    /// would leave every namespace a sliver too small for any pod.
     pub fn grain(self) -> i128 {
         match self {
-            Resource::Cpu => 1,
-            Resource::Memory | Resource::Pods => 1000,
+            Resource::Cpu => 100,
+            Resource::Memory => 128 * (1 << 20) * 1000,
+            Resource::Pods => 1000,
         }
     }
 

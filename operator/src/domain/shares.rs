@@ -26,7 +26,7 @@
 //! Redraws have hysteresis, so that a pod starting does not rewrite every namespace's quota:
 //! the shares are redrawn when a quota is missing, when the hards no longer add up to what the
 //! tenant's total gives (the total or the namespaces changed), or when a namespace is running
-//! low: its free share is below half of what an even split of the tenant's headroom would
+//! low: its free share is at most half of what an even split of the tenant's headroom would
 //! give it. In between, pods come and go within the shares as drawn.
 
 use std::collections::BTreeMap;
@@ -85,7 +85,7 @@ pub fn needs_redraw(total: Resources, namespaces: &[NamespaceQuota]) -> bool {
                     .unwrap_or_default()
                     .saturating_sub(ns.used.get(r));
                 // Running low, and a redraw would give it more.
-                free.0 * 2 < even && fair_free > free
+                free.0 * 2 <= even && fair_free > free
             })
     })
 }
@@ -170,6 +170,24 @@ mod tests {
     }
 
     #[test]
+    fn shares_are_cut_in_whole_default_containers() {
+        // 250m of headroom over two namespaces: 100m each, in whole steps of a default
+        // container; the odd 50m, which no container could use, stays undrawn.
+        let t = total(1050, 10);
+        let namespaces = [ns("a", None, amounts(800, 4)), ns("b", None, amounts(0, 0))];
+        let fair = fair_hards(t, &namespaces);
+        assert_eq!(fair["a"].cpu, Amount(900));
+        assert_eq!(fair["b"].cpu, Amount(100));
+        let narrow = [ns("a", None, amounts(900, 4)), ns("b", None, amounts(0, 0))];
+        let fair = fair_hards(total(1000, 10), &narrow);
+        assert_eq!(
+            (fair["a"].cpu, fair["b"].cpu),
+            (Amount(1000), Amount(0)),
+            "the last 100m goes whole to one namespace"
+        );
+    }
+
+    #[test]
     fn fair_hards_add_up_to_the_total() {
         let t = total(4000, 11);
         let namespaces = [
@@ -241,23 +259,23 @@ mod tests {
     #[test]
     fn a_namespace_running_low_triggers_a_redraw_that_never_exceeds_the_total() {
         let t = total(8000, 40);
-        // a has used 3.5 of its 4 cores; b uses nothing.
+        // a has used 3.6 of its 4 cores; b uses nothing.
         let current = [
-            ns("a", Some(amounts(4000, 20)), amounts(3500, 7)),
+            ns("a", Some(amounts(4000, 20)), amounts(3600, 7)),
             ns("b", Some(amounts(4000, 20)), amounts(0, 0)),
         ];
         assert!(needs_redraw(t, &current));
         let fair = fair_hards(t, &current);
-        assert_eq!(fair["a"].cpu, Amount(3500 + 2250));
-        assert_eq!(fair["b"].cpu, Amount(2250));
+        assert_eq!(fair["a"].cpu, Amount(3600 + 2200));
+        assert_eq!(fair["b"].cpu, Amount(2200));
 
         let lowered = lowered_hards(&current, &fair);
-        assert_eq!(lowered["b"].cpu, Amount(2250));
+        assert_eq!(lowered["b"].cpu, Amount(2200));
         assert_eq!(lowered["a"].cpu, Amount(4000), "a waits for step two");
 
         // Between the steps, a pod of 1 core is admitted in b (within its lowered hard).
         let fresh = [
-            ns("a", Some(lowered["a"]), amounts(3500, 7)),
+            ns("a", Some(lowered["a"]), amounts(3600, 7)),
             ns("b", Some(lowered["b"]), amounts(1000, 1)),
         ];
         let raised = raised_hards(t, &fresh, &fair);
@@ -266,7 +284,7 @@ mod tests {
             sum <= Amount(8000),
             "hards add up to at most the total: {sum:?}"
         );
-        assert_eq!(raised["a"].cpu, Amount(5750));
+        assert_eq!(raised["a"].cpu, Amount(5800));
     }
 
     #[test]

@@ -2,11 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 
 use crate::api::Site;
-use crate::domain::resources::{Resource, Resources};
+use crate::domain::projections::CachedNode;
 
 /// The node label that places a node in a site.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
@@ -17,42 +16,8 @@ pub fn zone_of(site: &Site) -> String {
 }
 
 /// The zone a node is labelled into, if any.
-pub fn zone_of_node(node: &Node) -> Option<&str> {
+pub fn zone_of_node(node: &CachedNode) -> Option<&str> {
     node.labels().get(ZONE_LABEL).map(String::as_str)
-}
-
-/// A node whose Ready condition is True.
-pub fn node_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// A node marked unschedulable (`kubectl cordon`).
-pub fn node_unschedulable(node: &Node) -> bool {
-    node.spec
-        .as_ref()
-        .and_then(|s| s.unschedulable)
-        .unwrap_or(false)
-}
-
-/// A node's capacity of the pool's resources.
-pub fn node_capacity(node: &Node) -> Resources {
-    node.status
-        .as_ref()
-        .and_then(|s| s.capacity.as_ref())
-        .map(|m| Resources::from_map_lenient(m, Resource::name))
-        .unwrap_or_default()
-}
-
-/// A node's allocatable resources.
-pub fn node_allocatable(node: &Node) -> Resources {
-    node.status
-        .as_ref()
-        .and_then(|s| s.allocatable.as_ref())
-        .map(|m| Resources::from_map_lenient(m, Resource::name))
-        .unwrap_or_default()
 }
 
 /// Site names by zone, for turning a node's zone label into its site.

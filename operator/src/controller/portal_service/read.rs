@@ -11,7 +11,6 @@ use crate::api::{SecurityBaseline, Site, Tenant};
 use crate::cache::Stores;
 use crate::controller::apply::cached;
 use crate::controller::error::SpecError;
-use crate::domain::pods;
 use crate::domain::resources::Resources;
 use crate::domain::sites::{sites_by_zone, zone_of_node};
 use crate::domain::tenancy::{self, QUOTA_NAME};
@@ -59,9 +58,11 @@ pub fn read(ps: &PortalService, stores: &Stores) -> Result<Observed, SpecError> 
         .pods_of_service(&namespace, &name)
         .into_iter()
         .map(|p| ServicePod {
-            ready: pods::is_ready(&p),
-            holds_resources: pods::holds_resources(&p),
-            site: pods::node_of(&p)
+            ready: p.ready,
+            holds_resources: p.holds_resources,
+            site: p
+                .node
+                .as_ref()
                 .and_then(|n| stores.nodes.get(&ObjectRef::new(n)))
                 .and_then(|n| zone_of_node(&n).and_then(|z| site_of_zone.get(z).cloned())),
         })

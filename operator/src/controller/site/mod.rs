@@ -10,7 +10,6 @@ pub mod status;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -23,7 +22,7 @@ use super::status::Written;
 use super::{Context, Error, reconciled};
 use crate::api::Site;
 use crate::cache::Caches;
-use crate::domain::pods;
+use crate::domain::projections::CachedNode;
 use crate::domain::sites::zone_of_node;
 
 /// Reconciles running at once: bounded, so that a burst shares the API server fairly.
@@ -41,13 +40,14 @@ pub fn run(
     let sites_for_pods = ctx.stores.sites.clone();
     let nodes = ctx.stores.nodes.clone();
     Controller::for_shared_stream(caches.sites().all(), ctx.stores.sites.clone())
-        .watches_shared_stream(caches.nodes().all(), move |node: Arc<Node>| {
+        .watches_shared_stream(caches.nodes().all(), move |node: Arc<CachedNode>| {
             zone_of_node(&node)
                 .map(|zone| read::sites_in_zone(&sites_for_nodes, zone))
                 .unwrap_or_default()
         })
         .watches_shared_stream(caches.pods().all(), move |pod| {
-            pods::node_of(&pod)
+            pod.node
+                .as_ref()
                 .and_then(|n| nodes.get(&ObjectRef::new(n)))
                 .and_then(|node| {
                     zone_of_node(&node).map(|z| read::sites_in_zone(&sites_for_pods, z))

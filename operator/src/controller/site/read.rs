@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::Site;
 use crate::cache::Stores;
+use crate::domain::projections::{CachedNode, CachedPod};
 use crate::domain::sites::{zone_of, zone_of_node};
 
 /// A site's share of the world.
@@ -15,9 +15,9 @@ use crate::domain::sites::{zone_of, zone_of_node};
 pub struct Observed {
     /// The zone its nodes were looked up by.
     pub zone: String,
-    pub nodes: Vec<Arc<Node>>,
+    pub nodes: Vec<Arc<CachedNode>>,
     /// Pods bound to those nodes.
-    pub pods: Vec<Arc<Pod>>,
+    pub pods: Vec<Arc<CachedPod>>,
 }
 
 /// Sites whose zone is `zone`.
@@ -32,7 +32,7 @@ pub fn sites_in_zone(sites: &Store<Site>, zone: &str) -> Vec<ObjectRef<Site>> {
 
 pub fn read(site: &Site, stores: &Stores) -> Observed {
     let zone = zone_of(site);
-    let nodes: Vec<Arc<Node>> = stores
+    let nodes: Vec<Arc<CachedNode>> = stores
         .nodes
         .state()
         .into_iter()

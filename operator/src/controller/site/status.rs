@@ -5,9 +5,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::read::Observed;
 use crate::api::site::{NodeCounts, Site, SiteStatus, Utilisation};
 use crate::conditions::{Desired, kind, reason, set_condition};
-use crate::domain::pods;
 use crate::domain::resources::{Resource, Resources};
-use crate::domain::sites::{node_allocatable, node_capacity, node_ready, node_unschedulable};
 use crate::metrics::Metrics;
 
 fn count(n: usize) -> i32 {
@@ -18,20 +16,20 @@ fn count(n: usize) -> i32 {
 pub fn build(site: &Site, observed: &Observed, now: Timestamp) -> SiteStatus {
     let nodes = &observed.nodes;
     let total = nodes.len();
-    let ready = nodes.iter().filter(|n| node_ready(n)).count();
-    let unschedulable = nodes.iter().filter(|n| node_unschedulable(n)).count();
-    let capacity: Resources = nodes.iter().map(|n| node_capacity(n)).sum();
+    let ready = nodes.iter().filter(|n| n.ready).count();
+    let unschedulable = nodes.iter().filter(|n| n.unschedulable).count();
+    let capacity: Resources = nodes.iter().map(|n| n.capacity).sum();
     // Only Ready nodes can take pods.
     let allocatable: Resources = nodes
         .iter()
-        .filter(|n| node_ready(n))
-        .map(|n| node_allocatable(n))
+        .filter(|n| n.ready)
+        .map(|n| n.allocatable)
         .sum();
     let requested: Resources = observed
         .pods
         .iter()
-        .filter(|p| pods::holds_resources(p))
-        .map(|p| pods::requests(p))
+        .filter(|p| p.holds_resources)
+        .map(|p| p.requests)
         .sum();
     let percent = |r: Resource| requested.get(r).percent_of(allocatable.get(r));
 
@@ -153,9 +151,9 @@ mod tests {
     use super::*;
     use crate::api::site::SiteSpec;
     use crate::conditions::{find, is_true};
+    use crate::domain::projections::{CachedNode, CachedPod};
     use crate::quantity::Amount;
     use crate::testing;
-    use k8s_openapi::api::core::v1::{Node, Pod};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use std::sync::Arc;
 
@@ -170,11 +168,11 @@ mod tests {
         site
     }
 
-    fn node(name: &str, ready: bool) -> Arc<Node> {
+    fn node(name: &str, ready: bool) -> Arc<CachedNode> {
         Arc::new(testing::node(name, "rz-land", ready))
     }
 
-    fn pod(cpu: &str, phase: &str) -> Arc<Pod> {
+    fn pod(cpu: &str, phase: &str) -> Arc<CachedPod> {
         Arc::new(
             serde_json::from_value(serde_json::json!({
                 "metadata": { "name": "p" },
@@ -185,7 +183,7 @@ mod tests {
         )
     }
 
-    fn observed(nodes: Vec<Arc<Node>>, pods: Vec<Arc<Pod>>) -> Observed {
+    fn observed(nodes: Vec<Arc<CachedNode>>, pods: Vec<Arc<CachedPod>>) -> Observed {
         Observed {
             zone: "rz-land".into(),
             nodes,

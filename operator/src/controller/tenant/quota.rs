@@ -128,17 +128,13 @@ async fn lower(
     for (now, quota) in actual.iter().zip(stored) {
         let Some(quota) = quota else { continue };
         let ns = &now.namespace;
-        // Someone else's edit is taken back here: lowered to the share, or kept low until step two.
-        if Some(lowered[ns]) != now.hard || meta::written_by_others(quota.meta()) {
-            write_quota(
-                tenant,
-                ns,
-                lowered[ns],
-                targets[ns],
-                Some(quota.meta()),
-                ctx,
-            )
-            .await?;
+        // Someone else's edit is taken back here: lowered to the share, or kept low until step
+        // two. The quota is cached whole, so a different hard is seen, not guessed from times.
+        if Some(lowered[ns]) != now.hard {
+            write_quota(tenant, ns, lowered[ns], targets[ns], None, ctx).await?;
+        } else if meta::written_by_others(quota.meta()) {
+            let stored = Some(quota.meta());
+            write_quota(tenant, ns, lowered[ns], targets[ns], stored, ctx).await?;
         }
     }
     Ok(lowered)
@@ -163,15 +159,7 @@ async fn raise(
         let ns = &now.namespace;
         let stored = fresh_by_ns.get(ns);
         if stored.is_none() || Some(raised[ns]) != now.hard {
-            write_quota(
-                tenant,
-                ns,
-                raised[ns],
-                targets[ns],
-                stored.map(|q| q.meta()),
-                ctx,
-            )
-            .await?;
+            write_quota(tenant, ns, raised[ns], targets[ns], None, ctx).await?;
         }
     }
     Ok(())
@@ -200,7 +188,8 @@ async fn fresh_quotas(
         .collect())
 }
 
-/// Applies one namespace's quota with `hards`, remembering `share` as what Verbund intends.
+/// Applies one namespace's quota with `hards`, remembering `share` as what Verbund intends;
+/// when `stored` is given, only if it differs from that (or someone else wrote it since).
 async fn write_quota(
     tenant: &Tenant,
     namespace: &str,
