@@ -8,8 +8,9 @@
 //! resync), so no subscriber can stall a watch for the others and none misses a change.
 //!
 //! Objects are trimmed before they are stored (DESIGN §7): managed field sets are dropped
-//! everywhere, pods and nodes are decoded into compact projections (`domain::projections`),
-//! and Verbund's own children are watched metadata-only, filtered to
+//! everywhere; pods, nodes and workloads are decoded into compact projections
+//! (`domain::projections`, `baseline::workload`: a workload's pod template becomes the audit's
+//! facts about it); Verbund's other children are watched metadata-only, filtered to
 //! `app.kubernetes.io/managed-by=verbund-operator`.
 //! Verbund's own kinds are decoded one by one: an object the types cannot read is skipped and
 //! reported (log, metric, and a Warning Event through [`Caches::undecodable`]), never fatal to
@@ -22,8 +23,9 @@ use std::time::{Duration, Instant};
 
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, future::BoxFuture};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, ObjectReference, ResourceQuota, Service, ServiceAccount,
 };
@@ -42,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::{PortalService, SecurityBaseline, Site, Tenant};
+use crate::baseline::workload::{CachedNetworkPolicy, CachedWorkload};
 use crate::domain::projections::{CachedNode, CachedPod};
 use crate::meta::{managed_selector, strip_managed_fields};
 use crate::metrics::Metrics;
@@ -326,7 +329,14 @@ pub struct Stores {
     pub limit_ranges: Store<PartialObjectMeta<LimitRange>>,
     pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
-    pub deployments: Store<Deployment>,
+    pub deployments: Store<CachedWorkload<Deployment>>,
+    pub statefulsets: Store<CachedWorkload<StatefulSet>>,
+    pub daemonsets: Store<CachedWorkload<DaemonSet>>,
+    pub replicasets: Store<CachedWorkload<ReplicaSet>>,
+    pub jobs: Store<CachedWorkload<Job>>,
+    pub cronjobs: Store<CachedWorkload<CronJob>>,
+    /// Every NetworkPolicy, as far as the audit's default-deny rule needs it.
+    pub audited_policies: Store<CachedNetworkPolicy>,
     pub services: Store<PartialObjectMeta<Service>>,
     pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
     pub autoscalers: Store<PartialObjectMeta<HorizontalPodAutoscaler>>,
@@ -499,6 +509,12 @@ fn managed(_: &watcher::Config, managed: &watcher::Config) -> watcher::Config {
     managed.clone()
 }
 
+/// Namespaces bound to a baseline: every tenant namespace, and any an administrator bound by
+/// hand.
+fn bound(_: &watcher::Config, _: &watcher::Config) -> watcher::Config {
+    watcher::Config::default().labels(crate::meta::BASELINE_LABEL)
+}
+
 caches!(
     sites: Site = guarded(all, strip),
     tenants: Tenant = guarded(all, strip),
@@ -506,12 +522,18 @@ caches!(
     portal_services: PortalService = guarded(all, strip),
     nodes: CachedNode = plain(all, as_read),
     pods: CachedPod = plain(all, as_read),
-    namespaces: PartialObjectMeta<Namespace> = plain(managed, strip),
+    namespaces: PartialObjectMeta<Namespace> = plain(bound, strip),
     quotas: ResourceQuota = plain(managed, strip),
     limit_ranges: PartialObjectMeta<LimitRange> = plain(managed, strip),
     role_bindings: PartialObjectMeta<RoleBinding> = plain(managed, strip),
     network_policies: PartialObjectMeta<NetworkPolicy> = plain(managed, strip),
-    deployments: Deployment = plain(managed, strip_deployment),
+    deployments: CachedWorkload<Deployment> = plain(all, as_read),
+    statefulsets: CachedWorkload<StatefulSet> = plain(all, as_read),
+    daemonsets: CachedWorkload<DaemonSet> = plain(all, as_read),
+    replicasets: CachedWorkload<ReplicaSet> = plain(all, as_read),
+    jobs: CachedWorkload<Job> = plain(all, as_read),
+    cronjobs: CachedWorkload<CronJob> = plain(all, as_read),
+    audited_policies: CachedNetworkPolicy = plain(all, as_read),
     services: PartialObjectMeta<Service> = plain(managed, strip),
     service_accounts: PartialObjectMeta<ServiceAccount> = plain(managed, strip),
     autoscalers: PartialObjectMeta<HorizontalPodAutoscaler> = plain(managed, strip),
@@ -779,15 +801,8 @@ fn strip<K: Resource>(object: &mut K) {
     strip_managed_fields(object.meta_mut());
 }
 
-/// Deployments keep metadata, the replica count the autoscaler set, and status; the pod
-/// template (the bulk) is dropped: Verbund knows what it wants it to be.
-fn strip_deployment(deployment: &mut Deployment) {
-    strip_managed_fields(&mut deployment.metadata);
-    deployment.spec.template = Default::default();
-}
-
-/// Pods and nodes are read down to what Verbund uses as they are decoded (see
-/// `domain::projections`): nothing more to trim.
+/// Pods, nodes, workloads and the audit's network policies are read down to what Verbund uses
+/// as they are decoded (`domain::projections`, `baseline::workload`): nothing more to trim.
 fn as_read<K>(_: &mut K) {}
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ const APPLY: &[&str] = &["list", "watch", "create", "patch"];
 const APPLY_DELETE: &[&str] = &["list", "watch", "create", "patch", "delete"];
 
 /// Every rule of the operator's ClusterRole.
-pub const RULES: [Rule; 20] = [
+pub const RULES: [Rule; 21] = [
     Rule {
         groups: &["verbund.saarland.de"],
         resources: &["sites", "securitybaselines", "portalservices"],
@@ -110,14 +110,14 @@ pub const RULES: [Rule; 20] = [
         resources: &["networkpolicies", "ingresses"],
         verbs: APPLY_DELETE,
         names: &[],
-        why: "isolates tenant namespaces and services; publishes exposed services; removes what is no longer wanted",
+        why: "isolates tenant namespaces and services; publishes exposed services; removes what is no longer wanted; the audit checks every namespace's policies for a default deny",
     },
     Rule {
         groups: &["apps"],
         resources: &["deployments"],
         verbs: APPLY,
         names: &[],
-        why: "runs each portal service (its pods are deleted with it by the garbage collector)",
+        why: "runs each portal service (its pods are deleted with it by the garbage collector); the audit reads every Deployment's pod template",
     },
     Rule {
         groups: &[""],
@@ -145,7 +145,7 @@ pub const RULES: [Rule; 20] = [
         resources: &["statefulsets", "daemonsets", "replicasets"],
         verbs: WATCH,
         names: &[],
-        why: "audits every workload's pod template against its namespace's baseline",
+        why: "audits every workload's pod template against its namespace's baseline (from a watch, not a list per audit)",
     },
     Rule {
         groups: &["batch"],
@@ -172,9 +172,16 @@ pub const RULES: [Rule; 20] = [
         why: "tells users what it did and what is wrong (Events are created, then patched as series)",
     },
     Rule {
+        groups: &[""],
+        resources: &["events"],
+        verbs: &["list"],
+        names: &[],
+        why: "reads back, once after a restart, which violations its Events already reported",
+    },
+    Rule {
         groups: &["wgpolicyk8s.io"],
         resources: &["policyreports"],
-        verbs: &["get", "create", "patch"],
+        verbs: &["list", "create", "patch"],
         names: &[],
         why: "publishes each bound namespace's audit as a PolicyReport where that kind is installed",
     },

@@ -329,9 +329,13 @@ async fn the_saarland_example_is_accepted_by_the_rust_client() {
         }
         .expect("serialisable");
         let api = dynamic_api(&client, doc.kind(), doc.namespace());
+        // A dry run: validated and admitted like a real write, without storing what the
+        // kubectl test (running beside this one) applies under another field manager.
         api.patch(
             doc.name(),
-            &PatchParams::apply("verbund-example-rust").validation_strict(),
+            &PatchParams::apply("verbund-example-rust")
+                .validation_strict()
+                .dry_run(),
             &Patch::Apply(&typed),
         )
         .await

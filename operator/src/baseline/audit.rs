@@ -12,20 +12,49 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::policy::exempt_namespaces;
-use super::rules::{self, Scope};
+use super::rules::{self, Scope, WorkloadFacts};
 use super::workload::{derived, workload_of};
 use crate::api::security_baseline::{Offender, RuleName, RuleViolations, SecurityBaseline};
 
 /// How many offenders the status lists.
 pub const TOP_OFFENDERS: usize = 10;
 
-/// What the audit read in one bound namespace.
+/// One Pod or workload someone declared, as the audit checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audited {
+    pub kind: String,
+    pub api_version: String,
+    pub name: String,
+    pub uid: String,
+    pub facts: WorkloadFacts,
+}
+
+impl Audited {
+    /// A Pod or workload as the API server serves it; None when another workload made it (it
+    /// is audited through its owner) or it has no readable pod spec.
+    pub fn from_json(object: &Value) -> Option<Audited> {
+        if derived(object) {
+            return None;
+        }
+        let workload = workload_of(object)?;
+        Some(Audited {
+            kind: workload.kind.clone(),
+            api_version: text(&object["apiVersion"]),
+            name: text(&object["metadata"]["name"]),
+            uid: text(&object["metadata"]["uid"]),
+            facts: rules::facts(&workload.as_workload()),
+        })
+    }
+}
+
+/// What the audit knows of one bound namespace.
 #[derive(Debug, Clone, Default)]
 pub struct NamespaceFacts {
     pub name: String,
-    /// Pods and workloads, as served by the API server.
-    pub objects: Vec<Value>,
-    pub network_policies: Vec<NetworkPolicy>,
+    /// Pods and workloads declared there.
+    pub objects: Vec<Audited>,
+    /// Its NetworkPolicies deny all ingress and egress by default.
+    pub default_deny: bool,
 }
 
 /// One checked object and the rules it violates (none: compliant).
@@ -39,31 +68,32 @@ pub struct Finding {
     pub violations: Vec<RuleName>,
 }
 
+/// Whether `policy` denies all ingress and all egress of its namespace by default: it selects
+/// every pod and allows nothing in that direction.
+pub fn default_denies(policy: &NetworkPolicy) -> (bool, bool) {
+    let Some(spec) = policy.spec.as_ref() else {
+        return (false, false);
+    };
+    let selects_all = spec.pod_selector.as_ref().is_none_or(|s| {
+        s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+            && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
+    });
+    if !selects_all {
+        return (false, false);
+    }
+    let denies =
+        |kind: &str, empty: bool| empty && spec.policy_types.iter().flatten().any(|t| t == kind);
+    (
+        denies("Ingress", spec.ingress.as_ref().is_none_or(Vec::is_empty)),
+        denies("Egress", spec.egress.as_ref().is_none_or(Vec::is_empty)),
+    )
+}
+
 /// True when the namespace's NetworkPolicies deny all ingress and egress by default: policies
 /// selecting every pod, with no rules, together covering both directions.
 pub fn has_default_deny(policies: &[NetworkPolicy]) -> bool {
-    let mut ingress = false;
-    let mut egress = false;
-    for policy in policies {
-        let Some(spec) = policy.spec.as_ref() else {
-            continue;
-        };
-        let selects_all = spec.pod_selector.as_ref().is_none_or(|s| {
-            s.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-                && s.match_expressions.as_ref().is_none_or(Vec::is_empty)
-        });
-        if !selects_all {
-            continue;
-        }
-        for kind in spec.policy_types.iter().flatten() {
-            match kind.as_str() {
-                "Ingress" if spec.ingress.as_ref().is_none_or(Vec::is_empty) => ingress = true,
-                "Egress" if spec.egress.as_ref().is_none_or(Vec::is_empty) => egress = true,
-                _ => {}
-            }
-        }
-    }
-    ingress && egress
+    let denies: Vec<(bool, bool)> = policies.iter().map(default_denies).collect();
+    denies.iter().any(|d| d.0) && denies.iter().any(|d| d.1)
 }
 
 fn text(value: &Value) -> String {
@@ -92,9 +122,7 @@ pub fn audit(
         if !namespace_rules.is_empty() {
             let violations = namespace_rules
                 .into_iter()
-                .filter(|r| {
-                    *r != RuleName::DefaultDenyNetwork || !has_default_deny(&facts.network_policies)
-                })
+                .filter(|r| *r != RuleName::DefaultDenyNetwork || !facts.default_deny)
                 .filter(|r| !exempt(&facts.name, *r))
                 .collect();
             findings.push(Finding {
@@ -106,20 +134,17 @@ pub fn audit(
                 violations,
             });
         }
-        for object in facts.objects.iter().filter(|o| !derived(o)) {
-            let Some(workload) = workload_of(object) else {
-                continue;
-            };
-            let violations = rules::violations(rules, &workload.as_workload())
+        for object in &facts.objects {
+            let violations = rules::violations_of(rules, &object.facts)
                 .into_iter()
                 .filter(|r| !exempt(&facts.name, *r))
                 .collect();
             findings.push(Finding {
                 namespace: facts.name.clone(),
-                kind: workload.kind.clone(),
-                api_version: text(&object["apiVersion"]),
-                name: text(&object["metadata"]["name"]),
-                uid: text(&object["metadata"]["uid"]),
+                kind: object.kind.clone(),
+                api_version: object.api_version.clone(),
+                name: object.name.clone(),
+                uid: object.uid.clone(),
                 violations,
             });
         }
@@ -284,8 +309,8 @@ mod tests {
     fn facts(objects: Vec<Value>, deny: bool) -> NamespaceFacts {
         NamespaceFacts {
             name: "uds-portal".into(),
-            objects,
-            network_policies: if deny { vec![deny_all()] } else { vec![] },
+            objects: objects.iter().filter_map(Audited::from_json).collect(),
+            default_deny: deny && has_default_deny(&[deny_all()]),
         }
     }
 

@@ -447,10 +447,100 @@ pub fn violations(rules: &BaselineRules, workload: &Workload<'_>) -> Vec<RuleNam
         .collect()
 }
 
+/// What the audit keeps of a Pod or workload, decided once when it is read: enough to judge it
+/// against any baseline without keeping its pod spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkloadFacts {
+    /// Replicated kinds' `spec.replicas` (the minReplicas rule's parameter meets it).
+    pub replicas: Option<i32>,
+    pub replicated: bool,
+    /// Every image (the allowedRegistries rule's parameter meets them).
+    pub images: Vec<String>,
+    /// The rules without parameters it satisfies, one bit per catalogue entry.
+    satisfied: u32,
+}
+
+/// Rules whose verdict depends on the baseline's parameters, not only on the workload.
+fn parametric(name: RuleName) -> bool {
+    matches!(name, RuleName::AllowedRegistries | RuleName::MinReplicas)
+}
+
+fn bit(name: RuleName) -> u32 {
+    CATALOGUE
+        .iter()
+        .position(|r| r.name == name)
+        .map_or(0, |i| 1 << i)
+}
+
+/// The facts of `workload`.
+pub fn facts(workload: &Workload<'_>) -> WorkloadFacts {
+    let neutral = BaselineRules::default();
+    let satisfied = CATALOGUE
+        .iter()
+        .filter(|r| !parametric(r.name) && r.scope != Scope::Namespace)
+        .filter(|r| satisfied(r.name, &neutral, workload))
+        .fold(0, |bits, r| bits | bit(r.name));
+    WorkloadFacts {
+        replicas: workload.replicas,
+        replicated: REPLICATED_KINDS.contains(&workload.kind),
+        images: secured(workload.pod).map(|c| c.image.to_string()).collect(),
+        satisfied,
+    }
+}
+
+/// The enabled workload rules a workload with `facts` violates, in catalogue order: the same
+/// verdict as [`violations`] on the workload itself.
+pub fn violations_of(rules: &BaselineRules, facts: &WorkloadFacts) -> Vec<RuleName> {
+    enabled_rules(rules)
+        .filter(|r| r.scope != Scope::Namespace)
+        .filter(|r| match r.name {
+            RuleName::AllowedRegistries => !facts
+                .images
+                .iter()
+                .all(|image| image_from(image, &rules.allowed_registries)),
+            RuleName::MinReplicas => {
+                facts.replicated && facts.replicas.unwrap_or(1) < rules.min_replicas.unwrap_or(1)
+            }
+            name => facts.satisfied & bit(name) == 0,
+        })
+        .map(|r| r.name)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::baseline::fixtures;
+
+    #[test]
+    fn facts_give_the_same_verdict_as_the_workload_under_every_baseline() {
+        let mut baselines = vec![fixtures::all_rules(), BaselineRules::default()];
+        let text = include_str!("../../../examples/saarland/10-baselines.yaml");
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            let b: crate::api::SecurityBaseline =
+                serde::Deserialize::deserialize(doc).expect("baseline");
+            baselines.push(b.spec.rules);
+        }
+        let mut checked = 0;
+        for fixture in fixtures::compliant()
+            .into_iter()
+            .chain(fixtures::violating())
+        {
+            let owned = fixture.workload();
+            let workload = owned.as_workload();
+            let facts = facts(&workload);
+            for rules in &baselines {
+                assert_eq!(
+                    violations_of(rules, &facts),
+                    violations(rules, &workload),
+                    "{}",
+                    fixture.name
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 100, "{checked}");
+    }
 
     #[test]
     fn every_rule_is_in_the_catalogue_once_with_bsi_ids() {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ClusterResourceScope;
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::{Deserialize, Deserializer};
@@ -73,6 +74,9 @@ pub struct CachedPod {
     pub ready: bool,
     /// Its containers' CPU and memory requests, and one pod slot.
     pub requests: Resources,
+    /// The spec of a pod no workload made (no controller owner), for the baseline audit;
+    /// None for the pods of workloads, which are audited through their owner.
+    pub standalone_spec: Option<Box<PodSpec>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -118,7 +122,18 @@ struct RawPodStatus {
 
 impl<'de> Deserialize<'de> for CachedPod {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = RawPod::deserialize(deserializer)?;
+        let mut value = serde_json::Value::deserialize(deserializer)?;
+        let raw = RawPod::deserialize(&value).map_err(serde::de::Error::custom)?;
+        let standalone = !raw
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true));
+        let standalone_spec = standalone
+            .then(|| serde_json::from_value(value["spec"].take()).ok())
+            .flatten()
+            .map(Box::new);
         let mut requests = Resources {
             pods: Amount::count(1),
             ..Resources::ZERO
@@ -134,6 +149,7 @@ impl<'de> Deserialize<'de> for CachedPod {
             holds_resources: !matches!(raw.status.phase.as_deref(), Some("Succeeded" | "Failed")),
             ready: is_true(&raw.status.conditions, "Ready"),
             requests,
+            standalone_spec,
         })
     }
 }
@@ -247,6 +263,17 @@ mod tests {
         assert_eq!(pod.meta().managed_fields, None);
         assert_eq!(pod.meta().resource_version.as_deref(), Some("7"));
         assert_eq!(<CachedPod as Resource>::plural(&()), "pods");
+        assert!(
+            pod.standalone_spec.is_some(),
+            "no owner: kept for the audit"
+        );
+        let owned: CachedPod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "q", "ownerReferences": [{ "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                          "name": "r", "uid": "u", "controller": true }] },
+            "spec": { "containers": [{ "name": "a", "image": "x" }] }
+        }))
+        .expect("a pod");
+        assert_eq!(owned.standalone_spec, None, "audited through its owner");
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! what runs in the bound namespaces on change and every minute.
 //!
 //! Stages: build (`crate::baseline::policy`, pure) -> [`apply`] (policy and binding; what the
-//! API server made of them) -> [`read`] (what runs in the bound namespaces) -> audit
-//! (`crate::baseline::audit`, pure) -> [`report`] (Events, PolicyReports) -> [`status`].
-//! Triggers: the baseline, standalone pods and spec changes of workloads in bound namespaces.
+//! API server made of them) -> [`read`] (what runs in the bound namespaces, from the caches) ->
+//! audit (`crate::baseline::audit`, pure) -> [`report`] (Events, PolicyReports) -> [`status`].
+//! Triggers: the baseline, standalone pods, spec changes of workloads and network policies in
+//! bound namespaces.
 
 pub mod apply;
 pub mod read;
@@ -15,18 +16,14 @@ pub mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
-use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
@@ -34,6 +31,7 @@ use self::apply::Admission;
 use self::report::Reported;
 use super::{Context, Error, reconciled};
 use crate::api::security_baseline::SecurityBaseline;
+use crate::baseline::workload::CachedWorkload;
 use crate::baseline::{audit, policy};
 use crate::cache::Caches;
 use crate::meta::BASELINE_LABEL;
@@ -59,25 +57,11 @@ fn baseline_of(
     ns.labels().get(BASELINE_LABEL).map(|b| ObjectRef::new(b))
 }
 
-/// Spec changes of one workload kind, cluster-wide, metadata only.
-fn workload_changes<K>(
-    client: &Client,
-) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + use<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    watcher(
-        Api::<PartialObjectMeta<K>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .touched_objects()
-    .predicate_filter(predicates::generation, Default::default())
+/// The namespace of a workload someone declared (None for one another workload made).
+fn declared<K>(workload: &CachedWorkload<K>) -> Option<String> {
+    (!workload.derived)
+        .then(|| workload.metadata.namespace.clone())
+        .flatten()
 }
 
 /// The controller, subscribed to the shared caches; runs until `shutdown` when polled.
@@ -86,11 +70,11 @@ pub fn run(
     caches: &Caches,
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + use<> {
-    let client = ctx.client.clone();
     let namespaces = ctx.stores.namespaces.clone();
     // Every trigger maps an object to the baseline of its namespace.
     let to_baseline = move |namespace: Option<String>| baseline_of(&namespaces, namespace);
-    let (pods, deployments, statefulsets, daemonsets, replicasets, jobs, cronjobs) = (
+    let (pods, deployments, statefulsets, daemonsets, replicasets, jobs, cronjobs, policies) = (
+        to_baseline.clone(),
         to_baseline.clone(),
         to_baseline.clone(),
         to_baseline.clone(),
@@ -106,36 +90,33 @@ pub fn run(
     Controller::for_shared_stream(caches.baselines().all(), ctx.stores.baselines.clone())
         // Standalone pods; pods made by a workload are audited through it.
         .watches_shared_stream(caches.pods().all(), move |pod| {
-            let standalone = pod
-                .owner_references()
-                .iter()
-                .all(|o| o.controller != Some(true));
-            if standalone {
+            if pod.standalone_spec.is_some() {
                 pods(pod.namespace())
             } else {
                 None
             }
         })
-        .watches_stream(workload_changes::<Deployment>(&client), move |o| {
-            deployments(o.namespace())
+        // Workloads whose spec changed (a new generation), created or deleted.
+        .watches_shared_stream(caches.deployments().spec(), move |o| {
+            deployments(declared(&*o))
         })
-        .watches_stream(workload_changes::<StatefulSet>(&client), move |o| {
-            statefulsets(o.namespace())
+        .watches_shared_stream(caches.statefulsets().spec(), move |o| {
+            statefulsets(declared(&*o))
         })
-        .watches_stream(workload_changes::<DaemonSet>(&client), move |o| {
-            daemonsets(o.namespace())
+        .watches_shared_stream(caches.daemonsets().spec(), move |o| {
+            daemonsets(declared(&*o))
         })
-        .watches_stream(workload_changes::<ReplicaSet>(&client), move |o| {
-            replicasets(o.namespace())
+        .watches_shared_stream(caches.replicasets().spec(), move |o| {
+            replicasets(declared(&*o))
         })
-        .watches_stream(workload_changes::<Job>(&client), move |o| {
-            jobs(o.namespace())
+        .watches_shared_stream(caches.jobs().spec(), move |o| jobs(declared(&*o)))
+        .watches_shared_stream(caches.cronjobs().spec(), move |o| cronjobs(declared(&*o)))
+        .watches_shared_stream(caches.audited_policies().all(), move |o| {
+            policies(o.namespace())
         })
-        .watches_stream(workload_changes::<CronJob>(&client), move |o| {
-            cronjobs(o.namespace())
-        })
-        // One audit per burst of changes.
-        .with_config(Config::default().debounce(Duration::from_secs(2)))
+        // No debounce (a trailing one starves a busy baseline): the audit reads the caches,
+        // and triggers during an audit collapse into one more.
+        .with_config(Config::default().concurrency(2))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(
             reconcile,
@@ -174,11 +155,11 @@ async fn reconcile_baseline(
     // A refused policy binds nothing (its name may not even be a valid label value): no audit.
     let facts = match admission {
         Admission::Rejected(_) => Vec::new(),
-        _ => read::read_namespaces(ctx, &baseline.name_any()).await?,
+        _ => read::read_namespaces(&ctx.stores, &baseline.name_any()),
     };
     let findings = audit::audit(baseline, &facts, now);
-    report::report_events(ctx, &actx.reported, baseline, &findings).await;
-    report::write_policy_reports(ctx, baseline, &facts, &findings).await?;
+    report::report_events(ctx, &actx.reported, baseline, &findings).await?;
+    report::write_policy_reports(ctx, &actx.reported, baseline, &facts, &findings).await?;
     let summary = audit::summarise(&findings);
     status::record_metrics(&ctx.metrics, &baseline.name_any(), &summary);
 

@@ -1,66 +1,96 @@
-//! What the audit reads: every Pod and workload in the namespaces bound to a baseline.
+//! What the audit reads, all from the caches (no request per namespace): the namespaces bound
+//! to a baseline, the Pods and workloads declared there, and whether their network policies
+//! deny by default.
 
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams};
-use kube::core::PartialObjectMeta;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::baseline::audit::NamespaceFacts;
-use crate::baseline::workload::KINDS;
-use crate::controller::Context;
-use crate::controller::error::ApiError;
+use kube::{Resource, ResourceExt};
+
+use crate::baseline::audit::{Audited, NamespaceFacts};
+use crate::baseline::rules::{self, Workload};
+use crate::baseline::workload::CachedWorkload;
+use crate::cache::Stores;
 use crate::meta::BASELINE_LABEL;
 
-/// Lists what the audit checks in every namespace bound to `baseline`.
-pub async fn read_namespaces(
-    ctx: &Context,
-    baseline: &str,
-) -> Result<Vec<NamespaceFacts>, ApiError> {
-    let client = &ctx.client;
-    let bound = Api::<PartialObjectMeta<Namespace>>::all(client.clone())
-        .list_metadata(&ListParams::default().labels(&format!("{BASELINE_LABEL}={baseline}")))
-        .await
-        .map_err(ApiError::with("list bound namespaces"))?;
-    let mut facts = Vec::new();
-    for namespace in bound.items {
-        let name = namespace.name_any();
-        let mut objects = Vec::new();
-        for (group, version, kind, plural) in KINDS {
-            let resource = ApiResource {
-                group: group.into(),
-                version: version.into(),
-                api_version: if group.is_empty() {
-                    version.into()
-                } else {
-                    format!("{group}/{version}")
-                },
-                kind: kind.into(),
-                plural: plural.into(),
-            };
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &name, &resource);
-            let list = api
-                .list(&ListParams::default())
-                .await
-                .map_err(ApiError::with(format!("list {plural} in {name}")))?;
-            for object in list.items {
-                let mut value = serde_json::to_value(&object).unwrap_or_default();
-                value["apiVersion"] = resource.api_version.clone().into();
-                value["kind"] = kind.into();
-                objects.push(value);
-            }
+/// The namespaces bound to `baseline`, sorted.
+pub fn bound_namespaces(stores: &Stores, baseline: &str) -> BTreeSet<String> {
+    stores
+        .namespaces
+        .state()
+        .iter()
+        .filter(|ns| ns.labels().get(BASELINE_LABEL).map(String::as_str) == Some(baseline))
+        .map(|ns| ns.name_any())
+        .collect()
+}
+
+/// Declared workloads of one kind in `namespaces`, into their namespace's list.
+fn collect<K: Resource<DynamicType = ()> + Clone + 'static>(
+    store: &kube::runtime::reflector::Store<CachedWorkload<K>>,
+    namespaces: &BTreeSet<String>,
+    into: &mut BTreeMap<String, Vec<Audited>>,
+) {
+    for workload in store.state() {
+        let (Some(facts), Some(ns)) = (workload.facts.as_ref(), workload.namespace()) else {
+            continue;
+        };
+        if workload.derived || !namespaces.contains(&ns) {
+            continue;
         }
-        let network_policies = Api::<NetworkPolicy>::namespaced(client.clone(), &name)
-            .list(&ListParams::default())
-            .await
-            .map_err(ApiError::with(format!("list networkpolicies in {name}")))?
-            .items;
-        facts.push(NamespaceFacts {
-            name,
-            objects,
-            network_policies,
+        into.entry(ns).or_default().push(Audited {
+            kind: K::kind(&()).into_owned(),
+            api_version: K::api_version(&()).into_owned(),
+            name: workload.name_any(),
+            uid: workload.uid().unwrap_or_default(),
+            facts: facts.clone(),
         });
     }
-    facts.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(facts)
+}
+
+/// What the audit checks in every namespace bound to `baseline`.
+pub fn read_namespaces(stores: &Stores, baseline: &str) -> Vec<NamespaceFacts> {
+    let namespaces = bound_namespaces(stores, baseline);
+    let mut objects: BTreeMap<String, Vec<Audited>> = BTreeMap::new();
+    for pod in stores.pods.state() {
+        let (Some(spec), Some(ns)) = (pod.standalone_spec.as_deref(), pod.namespace()) else {
+            continue;
+        };
+        if !namespaces.contains(&ns) {
+            continue;
+        }
+        let workload = Workload {
+            kind: "Pod",
+            replicas: None,
+            pod: spec,
+        };
+        objects.entry(ns).or_default().push(Audited {
+            kind: "Pod".into(),
+            api_version: "v1".into(),
+            name: pod.name_any(),
+            uid: pod.uid().unwrap_or_default(),
+            facts: rules::facts(&workload),
+        });
+    }
+    collect(&stores.deployments, &namespaces, &mut objects);
+    collect(&stores.statefulsets, &namespaces, &mut objects);
+    collect(&stores.daemonsets, &namespaces, &mut objects);
+    collect(&stores.replicasets, &namespaces, &mut objects);
+    collect(&stores.jobs, &namespaces, &mut objects);
+    collect(&stores.cronjobs, &namespaces, &mut objects);
+    let mut denies: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+    for policy in stores.audited_policies.state() {
+        let Some(ns) = policy.namespace().filter(|ns| namespaces.contains(ns)) else {
+            continue;
+        };
+        let entry = denies.entry(ns).or_default();
+        entry.0 |= policy.denies_ingress;
+        entry.1 |= policy.denies_egress;
+    }
+    namespaces
+        .into_iter()
+        .map(|name| NamespaceFacts {
+            objects: objects.remove(&name).unwrap_or_default(),
+            default_deny: denies.get(&name).is_some_and(|d| d.0 && d.1),
+            name,
+        })
+        .collect()
 }

@@ -42,7 +42,7 @@ pub async fn apply_children(
         // the floor), so that a baseline's replica rule holds from the first apply on and the
         // autoscaler's choice is never undone.
         let stored = cached(&stores.deployments, &ns, &name);
-        let current = stored.as_ref().and_then(|d| d.spec.replicas);
+        let current = stored.as_ref().and_then(|d| d.replicas);
         let applied = writer
             .apply_if_changed_with(
                 &Api::namespaced(client.clone(), &ns),

@@ -69,7 +69,7 @@ pub fn read(ps: &PortalService, stores: &Stores) -> Result<Observed, SpecError> 
         .collect();
     let quotas = tenancy::tenant_quotas(&tenant, |ns| cached(&stores.quotas, ns, QUOTA_NAME));
     let deployment_replicas =
-        cached(&stores.deployments, &namespace, &name).and_then(|d| d.spec.replicas);
+        cached(&stores.deployments, &namespace, &name).and_then(|d| d.replicas);
     Ok(Observed {
         tenant_used: tenancy::tenant_used(&quotas),
         tenant,
