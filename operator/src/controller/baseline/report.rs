@@ -227,7 +227,9 @@ pub async fn write_policy_reports(
     facts: &[NamespaceFacts],
     findings: &[Finding],
 ) -> Result<(), Error> {
-    if !reports_served(ctx, reported).await? {
+    // No bound namespace, no report (and a refused baseline may not even have a name a label
+    // selector could carry).
+    if facts.is_empty() || !reports_served(ctx, reported).await? {
         return Ok(());
     }
     let name = baseline.name_any();
