@@ -73,10 +73,13 @@ pub fn needs_redraw(total: Resources, namespaces: &[NamespaceQuota]) -> bool {
     let n = namespaces.len() as i128;
     Resource::ALL.into_iter().any(|r| {
         let hards: Amount = namespaces.iter().map(|ns| hard(ns).get(r)).sum();
-        let fair_sum: Amount = fair.values().map(|h| h.get(r)).sum();
         let used: Amount = namespaces.iter().map(|ns| ns.used.get(r)).sum();
         let even = total.get(r).saturating_sub(used).0 / n.max(1);
-        hards != fair_sum
+        // A draw leaves less than one grain of the total undrawn (the headroom is cut in
+        // whole grains); pods of any size starting within their shares do not change that.
+        let undrawn = total.get(r).saturating_sub(hards);
+        hards > total.get(r)
+            || undrawn.0 >= r.grain()
             || namespaces.iter().any(|ns| {
                 let free = hard(ns).get(r).saturating_sub(ns.used.get(r));
                 let fair_free = fair
@@ -237,6 +240,22 @@ mod tests {
         assert!(needs_redraw(shrunk, &current), "the total changed");
         let missing = [ns("a", None, Resources::ZERO), current[1].clone()];
         assert!(needs_redraw(t, &missing), "a quota is missing");
+    }
+
+    #[test]
+    fn pods_of_sizes_off_the_grain_redraw_nothing() {
+        let t = total(8000, 40);
+        let fresh = [
+            ns("a", None, Resources::ZERO),
+            ns("b", None, Resources::ZERO),
+        ];
+        let fair = fair_hards(t, &fresh);
+        // Ten-millicore pods: the headroom's remainder below a grain changes with each.
+        let running = [
+            ns("a", Some(fair["a"]), amounts(10, 1)),
+            ns("b", Some(fair["b"]), amounts(30, 3)),
+        ];
+        assert!(!needs_redraw(t, &running));
     }
 
     #[test]
