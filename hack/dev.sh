@@ -45,7 +45,7 @@ down() {
 
 kwokctl_config() {
   local plugins
-  plugins="$(grep -A6 'pub const ADMISSION_PLUGINS' "$root/tests/src/control_plane.rs" \
+  plugins="$(grep -A7 'pub const ADMISSION_PLUGINS' "$root/tests/src/control_plane.rs" \
     | tr -d '\n\\ ' | sed -e 's/.*="//' -e 's/";.*//')"
   cat <<YAML
 apiVersion: config.kwok.x-k8s.io/v1alpha1

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod conditions;
 pub mod controller;
 pub mod domain;
+pub mod isolation;
 pub mod meta;
 pub mod metrics;
 pub mod placement;

@@ -24,14 +24,27 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use kube::Resource;
 use serde::Serialize;
 
-/// The field manager of every write.
+/// The field manager of the operator's own writes at start-up (the tenant admin role).
 pub const FIELD_MANAGER: &str = "verbund-operator";
+
+/// One field manager per controller: a controller's apply can only drop fields it applied
+/// itself, never silently another controller's, and drift shows who wrote what.
+pub mod managers {
+    pub const SITE: &str = "verbund-operator/site";
+    pub const TENANT: &str = "verbund-operator/tenant";
+    pub const PORTAL_SERVICE: &str = "verbund-operator/portal-service";
+    pub const BASELINE: &str = "verbund-operator/baseline";
+}
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "verbund-operator";
 pub const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
 pub const PART_OF: &str = "verbund";
 pub const TENANT_LABEL: &str = "verbund.saarland.de/tenant";
 pub const BASELINE_LABEL: &str = "verbund.saarland.de/baseline";
+/// On a namespace a tenant let go of (Retain), and on the default-deny policy kept in it: the
+/// tenant it belonged to. Only that tenant may claim it again until an administrator removes
+/// the label.
+pub const RELEASED_LABEL: &str = "verbund.saarland.de/released-from";
 pub const HASH_ANNOTATION: &str = "verbund.saarland.de/desired-hash";
 
 /// Label selector for everything Verbund manages.
@@ -109,20 +122,20 @@ pub fn stored_hash(meta: &ObjectMeta) -> Option<&str> {
 
 /// Whether a child must be applied, given the hash of what Verbund wants and the metadata of
 /// what is stored (None: it does not exist).
-pub fn needs_apply(desired_hash: &str, stored: Option<&ObjectMeta>) -> bool {
+pub fn needs_apply(desired_hash: &str, stored: Option<&ObjectMeta>, manager: &str) -> bool {
     match stored {
         None => true,
-        Some(meta) => stored_hash(meta) != Some(desired_hash) || written_by_others(meta),
+        Some(meta) => stored_hash(meta) != Some(desired_hash) || written_by_others(meta, manager),
     }
 }
 
-/// True when another manager wrote the object itself (not a subresource) after Verbund did
-/// (in a later second).
-pub fn written_by_others(meta: &ObjectMeta) -> bool {
+/// True when another manager wrote the object itself (not a subresource) after `manager`
+/// did (in a later second).
+pub fn written_by_others(meta: &ObjectMeta, manager: &str) -> bool {
     let entries = meta.managed_fields.as_deref().unwrap_or_default();
     let ours = entries
         .iter()
-        .filter(|e| e.manager.as_deref() == Some(FIELD_MANAGER) && is_main_resource(e))
+        .filter(|e| e.manager.as_deref() == Some(manager) && is_main_resource(e))
         .filter_map(|e| e.time.as_ref())
         .max();
     let Some(ours) = ours else {
@@ -130,10 +143,40 @@ pub fn written_by_others(meta: &ObjectMeta) -> bool {
         return true;
     };
     entries.iter().any(|e| {
-        e.manager.as_deref() != Some(FIELD_MANAGER)
+        e.manager.as_deref() != Some(manager)
             && is_main_resource(e)
             && e.time.as_ref().is_some_and(|t| t > ours)
     })
+}
+
+/// The controller owner reference of an object, if it has one.
+pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+}
+
+/// When Verbund wants `desired` to be controlled by an object and the stored object of that
+/// name is not controlled by it, the stored object belongs to someone else: who (its
+/// controller's kind and name, or "nobody"). Verbund never applies over such an object.
+pub fn foreign_controller(desired: &ObjectMeta, stored: &ObjectMeta) -> Option<String> {
+    let controller = |m: &ObjectMeta| controller_of(m).cloned();
+    let wanted = controller(desired)?;
+    let released = stored
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(RELEASED_LABEL));
+    if controller(stored).is_none() && released {
+        // What Verbund left behind when a tenant let the namespace go (its default-deny):
+        // the namespace's tenant takes it over.
+        return None;
+    }
+    match controller(stored) {
+        Some(owner) if owner.uid == wanted.uid => None,
+        Some(owner) => Some(format!("{} {}", owner.kind, owner.name)),
+        None => Some("nobody (created by hand)".into()),
+    }
 }
 
 fn is_main_resource(entry: &ManagedFieldsEntry) -> bool {
@@ -215,14 +258,17 @@ mod tests {
                 entry("kube-controller-manager", 200, Some("status")),
             ],
         );
-        assert!(!needs_apply("h1", Some(&m)));
+        assert!(!needs_apply("h1", Some(&m), FIELD_MANAGER));
     }
 
     #[test]
     fn applies_when_missing_changed_or_edited_by_someone_else() {
-        assert!(needs_apply("h1", None));
+        assert!(needs_apply("h1", None, FIELD_MANAGER));
         let ours = meta("h1", vec![entry(FIELD_MANAGER, 100, None)]);
-        assert!(needs_apply("h2", Some(&ours)), "spec changed");
+        assert!(
+            needs_apply("h2", Some(&ours), FIELD_MANAGER),
+            "spec changed"
+        );
         let edited = meta(
             "h1",
             vec![
@@ -231,7 +277,7 @@ mod tests {
             ],
         );
         assert!(
-            needs_apply("h1", Some(&edited)),
+            needs_apply("h1", Some(&edited), FIELD_MANAGER),
             "edited after Verbund wrote it"
         );
         let same_second = meta(
@@ -242,7 +288,7 @@ mod tests {
             ],
         );
         assert!(
-            !needs_apply("h1", Some(&same_second)),
+            !needs_apply("h1", Some(&same_second), FIELD_MANAGER),
             "a tie is not an edit: re-applying would change nothing and tie again"
         );
         let older_edit = meta(
@@ -253,13 +299,56 @@ mod tests {
             ],
         );
         assert!(
-            !needs_apply("h1", Some(&older_edit)),
+            !needs_apply("h1", Some(&older_edit), FIELD_MANAGER),
             "Verbund already took it back"
         );
         let foreign = meta("h1", vec![entry("kubectl-create", 50, None)]);
         assert!(
-            needs_apply("h1", Some(&foreign)),
+            needs_apply("h1", Some(&foreign), FIELD_MANAGER),
             "never written by Verbund"
+        );
+    }
+
+    #[test]
+    fn another_controllers_write_is_someone_elses() {
+        let m = meta(
+            "h1",
+            vec![
+                entry(managers::TENANT, 100, None),
+                entry(managers::PORTAL_SERVICE, 150, None),
+            ],
+        );
+        assert!(written_by_others(&m, managers::TENANT));
+        assert!(!written_by_others(&m, managers::PORTAL_SERVICE));
+    }
+
+    #[test]
+    fn an_object_controlled_by_another_owner_is_foreign() {
+        let owned_by = |uid: &str, name: &str| ObjectMeta {
+            owner_references: Some(vec![OwnerReference {
+                api_version: "verbund.saarland.de/v1alpha1".into(),
+                kind: "Tenant".into(),
+                name: name.into(),
+                uid: uid.into(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]),
+            ..Default::default()
+        };
+        let desired = owned_by("u1", "igb");
+        assert_eq!(foreign_controller(&desired, &owned_by("u1", "igb")), None);
+        assert_eq!(
+            foreign_controller(&desired, &owned_by("u2", "other")).as_deref(),
+            Some("Tenant other")
+        );
+        assert_eq!(
+            foreign_controller(&desired, &ObjectMeta::default()).as_deref(),
+            Some("nobody (created by hand)")
+        );
+        assert_eq!(
+            foreign_controller(&ObjectMeta::default(), &ObjectMeta::default()),
+            None,
+            "an object Verbund does not own (a namespace) is judged elsewhere"
         );
     }
 
@@ -273,9 +362,9 @@ mod tests {
                 entry("kubectl-edit", 150, None),
             ],
         );
-        let before = written_by_others(&m);
+        let before = written_by_others(&m, FIELD_MANAGER);
         strip_managed_fields(&mut m);
         assert_eq!(m.managed_fields.as_ref().map(Vec::len), Some(2));
-        assert_eq!(written_by_others(&m), before);
+        assert_eq!(written_by_others(&m, FIELD_MANAGER), before);
     }
 }

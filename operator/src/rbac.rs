@@ -24,9 +24,11 @@ pub struct Rule {
 }
 
 const WATCH: &[&str] = &["list", "watch"];
-// Server-side apply of an object that does not exist yet is authorised as `create`.
-const APPLY: &[&str] = &["list", "watch", "create", "patch"];
-const APPLY_DELETE: &[&str] = &["list", "watch", "create", "patch", "delete"];
+// Server-side apply of an object that does not exist yet is authorised as `create`. The
+// caches hold only what Verbund labelled, so before creating a child it reads the name once
+// (`get`): an object someone else made there is reported, never applied over.
+const APPLY: &[&str] = &["get", "list", "watch", "create", "patch"];
+const APPLY_DELETE: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
 
 /// Every rule of the operator's ClusterRole.
 pub const RULES: [Rule; 21] = [
@@ -162,7 +164,7 @@ pub const RULES: [Rule; 21] = [
         ],
         verbs: &["get", "create", "patch"],
         names: &[],
-        why: "compiles each SecurityBaseline into the admission policy the API server enforces",
+        why: "compiles each SecurityBaseline into the admission policy the API server enforces; keeps the pool's tenant isolation policy and binds it once per tenant",
     },
     Rule {
         groups: &["events.k8s.io"],

@@ -10,6 +10,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 
 use anyhow::Context as _;
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -21,6 +22,7 @@ use tracing::info;
 use crate::admin::{self, Health};
 use crate::cache::{Caches, Undecodable};
 use crate::controller::{self, Context, Settings, Writer};
+use crate::meta::managers;
 use crate::metrics::Metrics;
 
 /// Settings of a running operator.
@@ -121,6 +123,7 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
         metrics.clone(),
     );
     ensure_tenant_admin_role(&client, &writer).await?;
+    ensure_isolation_policy(&client, &writer).await?;
 
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -149,12 +152,16 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
             Ok(())
         }
     };
-    let sites = gated(controller::site::run(ctx.clone(), &caches, shutdown.clone()).boxed());
-    let tenants = gated(controller::tenant::run(ctx.clone(), &caches, shutdown.clone()).boxed());
-    let services =
-        gated(controller::portal_service::run(ctx.clone(), &caches, shutdown.clone()).boxed());
+    let of = |manager| Arc::new(ctx.for_controller(manager));
+    let sites = gated(controller::site::run(of(managers::SITE), &caches, shutdown.clone()).boxed());
+    let tenants =
+        gated(controller::tenant::run(of(managers::TENANT), &caches, shutdown.clone()).boxed());
+    let services = gated(
+        controller::portal_service::run(of(managers::PORTAL_SERVICE), &caches, shutdown.clone())
+            .boxed(),
+    );
     let baselines =
-        gated(controller::baseline::run(ctx.clone(), &caches, shutdown.clone()).boxed());
+        gated(controller::baseline::run(of(managers::BASELINE), &caches, shutdown.clone()).boxed());
     let stores = ctx.stores.clone();
 
     let tasks = vec![
@@ -262,6 +269,21 @@ async fn report_undecodable(
 }
 
 /// Applies the `verbund-tenant-admin` ClusterRole when it is missing or not as Verbund defines it.
+/// The pool-wide tenant isolation policy (`isolation`); each Tenant binds it to its namespaces.
+async fn ensure_isolation_policy(client: &Client, writer: &Writer) -> anyhow::Result<()> {
+    let api: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+    let policy = crate::isolation::policy();
+    let stored = api
+        .get_opt(crate::isolation::POLICY_NAME)
+        .await
+        .context("cannot read the tenant isolation ValidatingAdmissionPolicy")?;
+    writer
+        .apply_if_changed(&api, policy, stored.as_ref().map(|p| &p.metadata))
+        .await
+        .context("cannot apply the tenant isolation ValidatingAdmissionPolicy")?;
+    Ok(())
+}
+
 async fn ensure_tenant_admin_role(client: &Client, writer: &Writer) -> anyhow::Result<()> {
     let api: Api<ClusterRole> = Api::all(client.clone());
     let role = controller::tenant::rbac::tenant_admin_role();

@@ -2,7 +2,7 @@
 //! controller never reaches into another's internals (what two need moves down).
 //!
 //! From the bottom: `api` -> `quantity`, `meta`, `conditions`, `metrics`, `telemetry` ->
-//! `domain` -> `placement`, `baseline`, `cache` -> `controller` -> `admin`, `runtime`, `rbac` -> `cli`.
+//! `domain` -> `placement`, `baseline`, `isolation`, `cache` -> `controller` -> `admin`, `runtime`, `rbac` -> `cli`.
 
 // A test that cannot read the sources must fail, saying why.
 #![allow(clippy::expect_used)]
@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-const LAYERS: [(&str, u8); 16] = [
+const LAYERS: [(&str, u8); 17] = [
     ("api", 0),
     ("quantity", 1),
     ("meta", 1),
@@ -21,6 +21,7 @@ const LAYERS: [(&str, u8); 16] = [
     ("placement", 3),
     ("baseline", 3),
     ("cache", 3),
+    ("isolation", 3),
     ("controller", 4),
     ("admin", 5),
     ("runtime", 5),

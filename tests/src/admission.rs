@@ -23,18 +23,31 @@ impl Answer {
     }
 }
 
-/// The collection URL of `object`'s kind in `namespace`.
+/// The plural resource name of `kind`, as the API server spells it.
+fn plural(kind: &str) -> String {
+    if let Some((_, _, _, plural)) = KINDS.iter().find(|(_, _, k, _)| *k == kind) {
+        return plural.to_string();
+    }
+    let lower = kind.to_lowercase();
+    if let Some(stem) = lower.strip_suffix('y') {
+        format!("{stem}ies")
+    } else if lower.ends_with('s') {
+        format!("{lower}es")
+    } else {
+        format!("{lower}s")
+    }
+}
+
+/// The collection URL of `object`'s kind (from its apiVersion and kind) in `namespace`.
 fn collection(namespace: &str, object: &Value) -> String {
     let kind = object["kind"].as_str().unwrap_or_default();
-    let (group, version, _, plural) = KINDS
-        .iter()
-        .find(|(_, _, k, _)| *k == kind)
-        .unwrap_or_else(|| panic!("{kind} is not a kind baselines cover"));
-    if group.is_empty() {
-        format!("/api/{version}/namespaces/{namespace}/{plural}")
+    let api_version = object["apiVersion"].as_str().unwrap_or("v1");
+    let prefix = if api_version.contains('/') {
+        format!("/apis/{api_version}")
     } else {
-        format!("/apis/{group}/{version}/namespaces/{namespace}/{plural}")
-    }
+        format!("/api/{api_version}")
+    };
+    format!("{prefix}/namespaces/{namespace}/{}", plural(kind))
 }
 
 /// Creates `object` in `namespace` (server-side dry run when `dry_run`), as `client`.
@@ -49,6 +62,31 @@ pub async fn create(client: &Client, namespace: &str, object: &Value, dry_run: b
             serde_json::to_vec(object).expect("json"),
         ))
         .expect("request");
+    send(client, request).await
+}
+
+/// Sets the replicas of `resource` (`deployments`, `statefulsets`) `name` through its scale
+/// subresource (a merge patch, as `kubectl scale` does), as `client`.
+pub async fn scale(
+    client: &Client,
+    namespace: &str,
+    resource: &str,
+    name: &str,
+    replicas: i32,
+) -> Answer {
+    let url = format!("/apis/apps/v1/namespaces/{namespace}/{resource}/{name}/scale");
+    let body = serde_json::json!({"spec": {"replicas": replicas}});
+    let request = Request::patch(url)
+        .header("content-type", "application/merge-patch+json")
+        .body(kube::client::Body::from(
+            serde_json::to_vec(&body).expect("json"),
+        ))
+        .expect("request");
+    send(client, request).await
+}
+
+/// Sends `request` and reads status, refusal message and warnings.
+async fn send(client: &Client, request: Request<kube::client::Body>) -> Answer {
     let response = client.send(request).await.expect("the API server answers");
     let status = response.status().as_u16();
     let warnings = response

@@ -30,7 +30,8 @@ pub const ADMISSION_PLUGINS: &str = "NamespaceLifecycle,LimitRanger,ServiceAccou
     ResourceQuota,DefaultStorageClass,DefaultTolerationSeconds,StorageObjectInUseProtection,\
     PersistentVolumeClaimResize,RuntimeClass,Priority,NodeRestriction,TaintNodesByCondition,\
     CertificateApproval,CertificateSigning,CertificateSubjectRestriction,\
-    MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy";
+    MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,\
+    DenyServiceExternalIPs";
 
 /// A running etcd + kube-apiserver + kube-controller-manager.
 #[derive(Debug)]

@@ -169,6 +169,51 @@ async fn tightening_a_baseline_does_not_jam_what_already_runs() {
     );
 }
 
+#[tokio::test]
+async fn replica_floors_hold_through_the_scale_subresource_and_autoscalers() {
+    let cp = pool().await;
+    let b = bound(cp, "Enforce", |_| json!([])).await;
+    await_policy(&b, |a| a.status == 403).await;
+    let deployment = fixtures::compliant()[1].object.clone();
+    let name = deployment["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_string();
+    let created = admission::create(&b.admin, b.ns.name(), &deployment, false).await;
+    assert!(created.admitted(), "{created:?}");
+
+    // `kubectl scale` below the floor (2 in the fixtures' baseline): refused, naming the rule.
+    let below = admission::scale(&b.admin, b.ns.name(), "deployments", &name, 1).await;
+    assert_eq!(below.status, 403, "{below:?}");
+    assert!(
+        below.message.contains(": minReplicas: "),
+        "{}",
+        below.message
+    );
+    assert!(below.message.contains("APP.4.4.A19"), "{}", below.message);
+    let up = admission::scale(&b.admin, b.ns.name(), "deployments", &name, 3).await;
+    assert!(up.admitted(), "scaling up is fine: {up:?}");
+
+    // An autoscaler that would go below the floor: refused; one that keeps it: admitted.
+    let autoscaler = |min: i32| {
+        json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": { "name": format!("hpa-{min}") },
+            "spec": {
+                "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": name },
+                "minReplicas": min, "maxReplicas": 5,
+                "metrics": [{ "type": "Resource", "resource": { "name": "cpu",
+                    "target": { "type": "Utilization", "averageUtilization": 70 } } }]
+            }
+        })
+    };
+    let low = admission::create(&b.admin, b.ns.name(), &autoscaler(1), true).await;
+    assert_eq!(low.status, 403, "{low:?}");
+    assert!(low.message.contains(": minReplicas: "), "{}", low.message);
+    let fine = admission::create(&b.admin, b.ns.name(), &autoscaler(2), true).await;
+    assert!(fine.admitted(), "{fine:?}");
+}
+
 /// Objects with several violations at once and the corners of each rule, for the
 /// equivalence of admission (CEL) and audit (Rust).
 fn corner_cases() -> Vec<Value> {

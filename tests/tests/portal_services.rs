@@ -44,7 +44,8 @@ async fn pool() -> &'static SimulatedCluster {
     cluster
 }
 
-/// A tenant owning one namespace of the same name; returns the namespace.
+/// A tenant owning one namespace of the same name and the path `/<name>` on
+/// service.saarland.de; returns the namespace.
 async fn tenant(
     client: &Client,
     prefix: &str,
@@ -58,7 +59,8 @@ async fn tenant(
         "spec": {
             "displayName": name, "organisation": { "kind": "State", "name": "Testbehörde" },
             "namespaces": [name], "quota": { "cpu": cpu, "memory": "64Gi", "pods": 100 },
-            "maxProtectionLevel": level, "allowedSites": allowed_sites, "deletionPolicy": "Delete"
+            "maxProtectionLevel": level, "allowedSites": allowed_sites, "deletionPolicy": "Delete",
+            "routes": [{ "host": "service.saarland.de", "pathPrefix": format!("/{name}") }]
         }
     });
     let api: Api<Tenant> = Api::all(client.clone());
@@ -155,7 +157,8 @@ async fn a_normal_service_runs_one_pod_per_site_with_all_its_children() {
     let _sites = SITES.read().await;
     let client = cluster.client().await;
     let ns = tenant(&client, "normal", "High", &[], "8").await;
-    let exposure = json!({ "exposure": { "host": "service.saarland.de", "path": "/test" } });
+    let exposure =
+        json!({ "exposure": { "host": "service.saarland.de", "path": format!("/{ns}") } });
     let api = apply_service(
         &client,
         &ns,
@@ -206,7 +209,7 @@ async fn a_normal_service_runs_one_pod_per_site_with_all_its_children() {
     );
     assert_eq!(
         status.url.as_deref(),
-        Some("https://service.saarland.de/test")
+        Some(format!("https://service.saarland.de/{ns}").as_str())
     );
     assert_eq!(
         status.site_summary.as_deref(),

@@ -24,6 +24,7 @@ use super::common::{self, Conditions, ProtectionLevel};
     namespaced,
     status = "PortalServiceStatus",
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63").message("metadata.name must be a DNS label starting with a letter (at most 63 characters): it names the Service"),
+    validation = Rule::new("!self.metadata.name.startsWith('verbund-')").message("metadata.name: names starting with verbund- are reserved for the guard rails Verbund keeps in every tenant namespace"),
     printcolumn = r#"{"name":"Service Key","type":"string","jsonPath":".spec.catalog.serviceKey","description":"Leistungsschlüssel (LeiKa)"}"#,
     printcolumn = r#"{"name":"Protection","type":"string","jsonPath":".spec.protectionLevel","priority":1}"#,
     printcolumn = r#"{"name":"Ready Pods","type":"integer","jsonPath":".status.replicas.ready"}"#,

@@ -30,6 +30,7 @@ use super::common::{self, Conditions, OrganisationKind, ProtectionLevel};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.admins) || self.admins.all(a, a.kind != 'ServiceAccount' || a.__namespace__ in self.namespaces)").message("spec.admins: a ServiceAccount admin must live in one of the tenant's own spec.namespaces").field_path(".admins"))]
 pub struct TenantSpec {
     /// Name of the organisation as people say it, e.g. "Landeshauptstadt Saarbrücken".
     #[schemars(length(min = 1, max = 128))]
@@ -79,6 +80,15 @@ pub struct TenantSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub egress: Vec<EgressRule>,
+
+    /// Where the tenant's services may be reached from outside the pool: host names and path
+    /// prefixes its Ingresses and PortalService exposures may use. Empty: the tenant exposes
+    /// nothing. A route another tenant holds already (same host and prefix) is refused; a
+    /// route inside another tenant's (a longer prefix) is carved out of that one.
+    /// `status.routes` lists what the tenant holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub routes: Vec<Route>,
 
     /// What happens to the namespaces when they leave the spec or the Tenant is deleted.
     /// `Retain` (default) keeps them and their workloads, only Verbund lets go of them;
@@ -194,6 +204,38 @@ pub enum TransportProtocol {
     UDP,
 }
 
+/// A host name and path prefix under which a tenant's services may be reached.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// Host name, e.g. "service.saarland.de".
+    #[schemars(length(min = 1, max = 253), regex(pattern = common::HOST_PATTERN))]
+    pub host: String,
+    /// Path prefix under the host, e.g. "/saarbruecken"; "/" (default) is the whole host.
+    /// Paths under it match segment by segment: "/saarbruecken" covers
+    /// "/saarbruecken/wohnsitz", not "/saarbrueckenx".
+    #[serde(default = "root_path")]
+    #[schemars(length(min = 1, max = 256), regex(pattern = common::PATH_PREFIX_PATTERN))]
+    pub path_prefix: String,
+}
+
+fn root_path() -> String {
+    "/".into()
+}
+
+/// A route the tenant holds, without the longer prefixes other tenants hold inside it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantedRoute {
+    /// Host name.
+    pub host: String,
+    /// Path prefix.
+    pub path_prefix: String,
+    /// Prefixes under `pathPrefix` that other tenants hold: not this tenant's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except: Vec<String>,
+}
+
 /// What happens to a tenant's namespaces when Verbund lets go of them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum DeletionPolicy {
@@ -223,6 +265,11 @@ pub struct TenantStatus {
     /// Number of PortalServices in the tenant's namespaces.
     #[serde(default)]
     pub services: i32,
+
+    /// The routes the tenant holds: admission lets its Ingresses and PortalService exposures
+    /// use these hosts and paths, and no others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<GrantedRoute>,
 
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -229,6 +229,60 @@ pub fn breaking(rule: RuleName, kind: &str) -> Fixture {
     }
 }
 
+/// Less obvious ways to break a rule: root by group, an image volume from elsewhere or not
+/// pinned, a projected token despite automount off. Each breaks exactly its rule.
+pub fn evasions() -> Vec<Fixture> {
+    let evasion = |name: &str, rule: RuleName, change: &dyn Fn(&mut Value)| {
+        let mut spec = compliant_pod_spec();
+        change(&mut spec);
+        Fixture {
+            name: name.to_string(),
+            object: wrap("Pod", name, spec, 2),
+            expected: vec![rule],
+        }
+    };
+    let image_volume = |image: String| {
+        move |spec: &mut Value| {
+            spec["volumes"] = json!([{"name": "data", "image": {"reference": image, "pullPolicy": "IfNotPresent"}}]);
+        }
+    };
+    vec![
+        evasion("root-group", RuleName::RunAsNonRoot, &|spec| {
+            spec["securityContext"]["runAsGroup"] = json!(0)
+        }),
+        evasion("root-fsgroup", RuleName::RunAsNonRoot, &|spec| {
+            spec["securityContext"]["fsGroup"] = json!(0)
+        }),
+        evasion("root-supplemental-group", RuleName::RunAsNonRoot, &|spec| {
+            spec["securityContext"]["supplementalGroups"] = json!([1000, 0])
+        }),
+        evasion("root-user-in-container", RuleName::RunAsNonRoot, &|spec| {
+            spec["containers"][0]["securityContext"]["runAsUser"] = json!(0)
+        }),
+        evasion(
+            "image-volume-foreign-registry",
+            RuleName::AllowedRegistries,
+            &image_volume(format!("docker.io/library/busybox:1.36@{DIGEST}")),
+        ),
+        evasion(
+            "image-volume-unpinned",
+            RuleName::ImageDigestRequired,
+            &image_volume(format!("{REGISTRY}/data:1.0")),
+        ),
+        evasion(
+            "projected-token",
+            RuleName::NoServiceAccountTokenAutomount,
+            &|spec| {
+                spec["volumes"] = json!([{"name": "token", "projected": {"sources": [
+                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}
+                ]}}]);
+                spec["containers"][0]["volumeMounts"] =
+                    json!([{"name": "token", "mountPath": "/var/run/token", "readOnly": true}]);
+            },
+        ),
+    ]
+}
+
 /// For every rule admission checks, a Pod (where the rule applies to pods) and a Deployment
 /// breaking it; and a few other kinds, so every way to reach a pod template is exercised.
 pub fn violating() -> Vec<Fixture> {
@@ -252,8 +306,10 @@ pub fn violating() -> Vec<Fixture> {
         (RuleName::AllowedRegistries, "DaemonSet"),
         (RuleName::ProbesRequired, "ReplicaSet"),
         (RuleName::SeccompRuntimeDefault, "StatefulSet"),
+        (RuleName::MinReplicas, "ReplicaSet"),
     ] {
         fixtures.push(breaking(rule, kind));
     }
+    fixtures.extend(evasions());
     fixtures
 }

@@ -23,7 +23,7 @@ use crate::meta::{self, BASELINE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, MissingOwn
 
 /// The variables every rule expression may use. `dyn()` keeps the per-kind paths from being
 /// type-checked against kinds they do not belong to.
-pub const VARIABLES: [(&str, &str); 6] = [
+pub const VARIABLES: [(&str, &str); 8] = [
     (
         "podSpec",
         "object.kind == 'Pod' ? dyn(object).spec : (object.kind == 'CronJob' ? dyn(object).spec.jobTemplate.spec.template.spec : dyn(object).spec.template.spec)",
@@ -36,6 +36,11 @@ pub const VARIABLES: [(&str, &str); 6] = [
         "secured",
         "variables.containers + (has(variables.podSpec.ephemeralContainers) ? variables.podSpec.ephemeralContainers : [])",
     ),
+    // Every image the kubelet pulls for the pod: containers' and image volumes'.
+    (
+        "images",
+        "variables.secured.map(c, c.image) + (has(variables.podSpec.volumes) ? variables.podSpec.volumes.filter(v, has(v.image)).map(v, has(v.image.reference) ? v.image.reference : '') : [])",
+    ),
     (
         "oldPodSpec",
         "request.operation != 'UPDATE' ? null : (object.kind == 'Pod' ? dyn(oldObject).spec : (object.kind == 'CronJob' ? dyn(oldObject).spec.jobTemplate.spec.template.spec : dyn(oldObject).spec.template.spec))",
@@ -45,6 +50,11 @@ pub const VARIABLES: [(&str, &str); 6] = [
     (
         "podSpecUnchanged",
         "request.operation == 'UPDATE' && variables.oldPodSpec == variables.podSpec",
+    ),
+    // A scale request or an autoscaler: only the replica floor is about it.
+    (
+        "scaling",
+        "(has(request.subResource) && request.subResource == 'scale') || object.kind == 'HorizontalPodAutoscaler'",
     ),
     (
         "specUnchanged",
@@ -118,7 +128,11 @@ fn validation(rule: &rules::Rule, expression: String, exempt: &[String]) -> Vali
         Scope::Replicated => "variables.specUnchanged",
         _ => "variables.podSpecUnchanged",
     };
-    let expression = format!("{unchanged} || ({expression})");
+    let expression = if rule.name == RuleName::MinReplicas {
+        format!("{unchanged} || ({expression})")
+    } else {
+        format!("variables.scaling || {unchanged} || ({expression})")
+    };
     let expression = if exempt.is_empty() {
         expression
     } else {
@@ -156,11 +170,20 @@ pub fn compile(baseline: &SecurityBaseline, now: Timestamp) -> Result<Compiled, 
         .entry("")
         .or_default()
         .push("pods/ephemeralcontainers".to_string());
+    // The replica floor holds through the scale subresource and the tenant's own autoscalers.
+    groups.entry("apps").or_default().extend([
+        "deployments/scale".to_string(),
+        "statefulsets/scale".to_string(),
+    ]);
+    groups
+        .entry("autoscaling")
+        .or_default()
+        .push("horizontalpodautoscalers".to_string());
     let resource_rules = groups
         .into_iter()
         .map(|(group, resources)| NamedRuleWithOperations {
             api_groups: Some(vec![group.to_string()]),
-            api_versions: Some(vec!["v1".into()]),
+            api_versions: Some(vec!["*".into()]),
             operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
             resources: Some(resources),
             scope: Some("Namespaced".into()),
@@ -251,6 +274,8 @@ mod tests {
             m.contains("BSI IT-Grundschutz")
                 && !v.expression.contains("request.namespace")
                 && v.expression.contains("Unchanged || (")
+                && (v.expression.starts_with("variables.scaling || ")
+                    || m.starts_with("minReplicas"))
         }));
         let binding = compiled.binding.spec;
         assert_eq!(binding.validation_actions, vec!["Warn".to_string()]);
@@ -285,7 +310,7 @@ mod tests {
                 .expression
         };
         assert!(probes(&before).starts_with(
-            "request.namespace in ['igb-buergerdienste'] || (variables.podSpecUnchanged || ("
+            "request.namespace in ['igb-buergerdienste'] || (variables.scaling || variables.podSpecUnchanged || ("
         ));
         assert_eq!(next_expiry(&b, at(999)), Some(at(1000)));
         let after = compile(&b, at(1000)).expect("owner");

@@ -14,8 +14,12 @@ use crate::api::security_baseline::{BaselineRules, RuleName};
 use crate::domain::sites::ZONE_LABEL as ZONE;
 
 /// Kinds the replica rules apply to: a single-replica Pod or batch Job is not "highly
-/// available" by nature.
-pub const REPLICATED_KINDS: [&str; 2] = ["Deployment", "StatefulSet"];
+/// available" by nature. A ReplicaSet counts when someone runs it by hand; one a Deployment
+/// made is judged through its Deployment (it scales to zero in every rollout).
+pub const REPLICATED_KINDS: [&str; 3] = ["Deployment", "StatefulSet", "ReplicaSet"];
+
+/// CEL: the object is a workload the replica rules apply to.
+const REPLICATED_CEL: &str = "(object.kind in ['Deployment', 'StatefulSet'] || (object.kind == 'ReplicaSet' && !(has(dyn(object).metadata.ownerReferences) && dyn(object).metadata.ownerReferences.exists(o, has(o.controller) && o.controller))))";
 
 /// What a rule looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +50,7 @@ pub const CATALOGUE: [Rule; 18] = [
         name: RuleName::RunAsNonRoot,
         bsi: &["SYS.1.6.A17"],
         scope: Scope::Pod,
-        violation: "a container may run as root: set securityContext.runAsNonRoot: true",
+        violation: "a container may run as root: set securityContext.runAsNonRoot: true, and use no user or group 0 (runAsUser, runAsGroup, fsGroup, supplementalGroups)",
     },
     Rule {
         name: RuleName::NoPrivilegeEscalation,
@@ -82,13 +86,13 @@ pub const CATALOGUE: [Rule; 18] = [
         name: RuleName::AllowedRegistries,
         bsi: &["SYS.1.6.A6", "SYS.1.6.A12"],
         scope: Scope::Pod,
-        violation: "an image comes from a registry the baseline does not allow",
+        violation: "an image (of a container or an image volume) comes from a registry the baseline does not allow",
     },
     Rule {
         name: RuleName::ImageDigestRequired,
         bsi: &["SYS.1.6.A6", "SYS.1.6.A12"],
         scope: Scope::Pod,
-        violation: "an image is not pinned by digest (@sha256:...)",
+        violation: "an image (of a container or an image volume) is not pinned by digest (@sha256:...)",
     },
     Rule {
         name: RuleName::LatestTagForbidden,
@@ -112,7 +116,7 @@ pub const CATALOGUE: [Rule; 18] = [
         name: RuleName::NoServiceAccountTokenAutomount,
         bsi: &["APP.4.4.A9"],
         scope: Scope::Pod,
-        violation: "the pod mounts a service account token: set automountServiceAccountToken: false",
+        violation: "the pod mounts a service account token: set automountServiceAccountToken: false and project no serviceAccountToken volume",
     },
     Rule {
         name: RuleName::NoHostNamespaces,
@@ -142,7 +146,7 @@ pub const CATALOGUE: [Rule; 18] = [
         name: RuleName::MinReplicas,
         bsi: &["APP.4.4.A19", "SYS.1.6.A25"],
         scope: Scope::Replicated,
-        violation: "the workload runs fewer replicas than the baseline's minimum",
+        violation: "the workload runs fewer replicas than the baseline's minimum (through its spec, the scale subresource or an autoscaler's minReplicas)",
     },
     Rule {
         name: RuleName::SpreadAcrossSites,
@@ -234,11 +238,22 @@ pub fn cel(name: RuleName, rules: &BaselineRules) -> Option<String> {
         )
     };
     let expression = match name {
-        RuleName::RunAsNonRoot => format!(
-            "variables.secured.all(c, ({}) ? c.securityContext.runAsNonRoot : ({} && variables.podSpec.securityContext.runAsNonRoot))",
-            sc("runAsNonRoot"),
-            pod_sc("runAsNonRoot")
-        ),
+        RuleName::RunAsNonRoot => {
+            // User or group 0 anywhere is root, whatever runAsNonRoot says.
+            let zero = |f: &str, at: &str| format!("(has({at}.{f}) && {at}.{f} == 0)");
+            let pod = "variables.podSpec.securityContext";
+            let c = "c.securityContext";
+            format!(
+                "variables.secured.all(c, (({}) ? c.securityContext.runAsNonRoot : ({} && variables.podSpec.securityContext.runAsNonRoot)) && !(has(c.securityContext) && ({} || {}))) && !(has({pod}) && ({} || {} || {} || (has({pod}.supplementalGroups) && 0 in {pod}.supplementalGroups)))",
+                sc("runAsNonRoot"),
+                pod_sc("runAsNonRoot"),
+                zero("runAsUser", c),
+                zero("runAsGroup", c),
+                zero("runAsUser", pod),
+                zero("runAsGroup", pod),
+                zero("fsGroup", pod),
+            )
+        }
         RuleName::NoPrivilegeEscalation => format!(
             "variables.secured.all(c, {} && c.securityContext.allowPrivilegeEscalation == false && !({} && c.securityContext.privileged))",
             sc("allowPrivilegeEscalation"),
@@ -265,27 +280,31 @@ pub fn cel(name: RuleName, rules: &BaselineRules) -> Option<String> {
                 .map(|r| cel_string(&format!("{}/", r.trim_end_matches('/'))))
                 .collect();
             format!(
-                "variables.secured.all(c, [{}].exists(r, c.image.startsWith(r)))",
+                "variables.images.all(i, [{}].exists(r, i.startsWith(r)))",
                 registries.join(", ")
             )
         }
         RuleName::ImageDigestRequired => {
-            "variables.secured.all(c, c.image.contains('@sha256:'))".to_string()
+            "variables.images.all(i, i.contains('@sha256:'))".to_string()
         }
-        RuleName::LatestTagForbidden => "variables.secured.all(c, !c.image.split('@')[0].endsWith(':latest') && (c.image.contains('@') || c.image.substring(c.image.lastIndexOf('/') + 1).contains(':')))".to_string(),
+        RuleName::LatestTagForbidden => "variables.images.all(i, !i.split('@')[0].endsWith(':latest') && (i.contains('@') || i.substring(i.lastIndexOf('/') + 1).contains(':')))".to_string(),
         RuleName::ProbesRequired => "variables.podSpec.containers.all(c, has(c.readinessProbe) && has(c.livenessProbe))".to_string(),
         RuleName::NoDefaultServiceAccount => "has(variables.podSpec.serviceAccountName) && !(variables.podSpec.serviceAccountName in ['', 'default'])".to_string(),
-        RuleName::NoServiceAccountTokenAutomount => "has(variables.podSpec.automountServiceAccountToken) && variables.podSpec.automountServiceAccountToken == false".to_string(),
+        RuleName::NoServiceAccountTokenAutomount => "has(variables.podSpec.automountServiceAccountToken) && variables.podSpec.automountServiceAccountToken == false && (!has(variables.podSpec.volumes) || variables.podSpec.volumes.all(v, !has(v.projected) || !has(v.projected.sources) || v.projected.sources.all(s, !has(s.serviceAccountToken))))".to_string(),
         RuleName::NoHostNamespaces => "!(has(variables.podSpec.hostNetwork) && variables.podSpec.hostNetwork) && !(has(variables.podSpec.hostPID) && variables.podSpec.hostPID) && !(has(variables.podSpec.hostIPC) && variables.podSpec.hostIPC)".to_string(),
         RuleName::NoHostPath => "!has(variables.podSpec.volumes) || variables.podSpec.volumes.all(v, !has(v.hostPath))".to_string(),
         RuleName::NoHostPorts => "variables.containers.all(c, !has(c.ports) || c.ports.all(p, !has(p.hostPort) || p.hostPort == 0))".to_string(),
         RuleName::DefaultDenyNetwork => return None,
-        RuleName::MinReplicas => format!(
-            "!(object.kind in ['Deployment', 'StatefulSet']) || (has(dyn(object).spec.replicas) ? dyn(object).spec.replicas : 1) >= {}",
-            rules.min_replicas.unwrap_or(1)
-        ),
+        RuleName::MinReplicas => {
+            let min = rules.min_replicas.unwrap_or(1);
+            // A scale request carries the new count; an autoscaler its lower bound (1 when
+            // unset); a workload its spec.
+            format!(
+                "(has(request.subResource) && request.subResource == 'scale') ? (has(dyn(object).spec.replicas) ? dyn(object).spec.replicas : 0) >= {min} : (object.kind == 'HorizontalPodAutoscaler' ? (has(dyn(object).spec.minReplicas) ? dyn(object).spec.minReplicas : 1) >= {min} : (!{REPLICATED_CEL} || (has(dyn(object).spec.replicas) ? dyn(object).spec.replicas : 1) >= {min}))"
+            )
+        }
         RuleName::SpreadAcrossSites => format!(
-            "!(object.kind in ['Deployment', 'StatefulSet']) || (has(variables.podSpec.topologySpreadConstraints) && variables.podSpec.topologySpreadConstraints.exists(t, t.topologyKey == {}))",
+            "!{REPLICATED_CEL} || (has(variables.podSpec.topologySpreadConstraints) && variables.podSpec.topologySpreadConstraints.exists(t, t.topologyKey == {}))",
             cel_string(ZONE)
         ),
     };
@@ -328,6 +347,35 @@ fn secured(pod: &PodSpec) -> impl Iterator<Item = Secured<'_>> {
         }))
 }
 
+/// Every image reference of a pod: its containers' (debug containers included) and its image
+/// volumes', which the kubelet pulls the same way.
+fn images(pod: &PodSpec) -> impl Iterator<Item = &str> {
+    secured(pod).map(|c| c.image).chain(
+        pod.volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.image.as_ref())
+            .map(|i| i.reference.as_deref().unwrap_or_default()),
+    )
+}
+
+/// True when a security context names user or group 0 (root) anywhere.
+fn names_root(user: Option<i64>, group: Option<i64>) -> bool {
+    user == Some(0) || group == Some(0)
+}
+
+/// True when a pod may mount a service account token: automounted, or a projected token
+/// volume of its own.
+fn mounts_token(pod: &PodSpec) -> bool {
+    pod.automount_service_account_token != Some(false)
+        || pod.volumes.iter().flatten().any(|v| {
+            v.projected
+                .as_ref()
+                .and_then(|p| p.sources.as_ref())
+                .is_some_and(|s| s.iter().any(|s| s.service_account_token.is_some()))
+        })
+}
+
 /// Is `image` from one of `registries` (prefix up to a `/`)?
 pub fn image_from(image: &str, registries: &[String]) -> bool {
     registries
@@ -358,10 +406,22 @@ pub fn satisfied(name: RuleName, rules: &BaselineRules, workload: &Workload<'_>)
     let replicated = REPLICATED_KINDS.contains(&workload.kind);
     match name {
         RuleName::RunAsNonRoot => {
-            secured(pod).all(|c| match c.security.and_then(|s| s.run_as_non_root) {
-                Some(set) => set,
-                None => pod_sc.and_then(|s| s.run_as_non_root).unwrap_or(false),
-            })
+            let pod_root = pod_sc.is_some_and(|s| {
+                names_root(s.run_as_user, s.run_as_group)
+                    || s.fs_group == Some(0)
+                    || s.supplemental_groups.iter().flatten().any(|g| *g == 0)
+            });
+            !pod_root
+                && secured(pod).all(|c| {
+                    let non_root = match c.security.and_then(|s| s.run_as_non_root) {
+                        Some(set) => set,
+                        None => pod_sc.and_then(|s| s.run_as_non_root).unwrap_or(false),
+                    };
+                    non_root
+                        && !c
+                            .security
+                            .is_some_and(|s| names_root(s.run_as_user, s.run_as_group))
+                })
         }
         RuleName::NoPrivilegeEscalation => secured(pod).all(|c| {
             c.security.and_then(|s| s.allow_privilege_escalation) == Some(false)
@@ -396,10 +456,10 @@ pub fn satisfied(name: RuleName, rules: &BaselineRules, workload: &Workload<'_>)
                 && has(resources.and_then(|r| r.limits.as_ref()))
         }),
         RuleName::AllowedRegistries => {
-            secured(pod).all(|c| image_from(c.image, &rules.allowed_registries))
+            images(pod).all(|image| image_from(image, &rules.allowed_registries))
         }
-        RuleName::ImageDigestRequired => secured(pod).all(|c| image_pinned(c.image)),
-        RuleName::LatestTagForbidden => secured(pod).all(|c| image_tagged(c.image)),
+        RuleName::ImageDigestRequired => images(pod).all(image_pinned),
+        RuleName::LatestTagForbidden => images(pod).all(image_tagged),
         RuleName::ProbesRequired => pod
             .containers
             .iter()
@@ -408,9 +468,7 @@ pub fn satisfied(name: RuleName, rules: &BaselineRules, workload: &Workload<'_>)
             .service_account_name
             .as_deref()
             .is_some_and(|n| !n.is_empty() && n != "default"),
-        RuleName::NoServiceAccountTokenAutomount => {
-            pod.automount_service_account_token == Some(false)
-        }
+        RuleName::NoServiceAccountTokenAutomount => !mounts_token(pod),
         RuleName::NoHostNamespaces => {
             pod.host_network != Some(true)
                 && pod.host_pid != Some(true)
@@ -483,7 +541,7 @@ pub fn facts(workload: &Workload<'_>) -> WorkloadFacts {
     WorkloadFacts {
         replicas: workload.replicas,
         replicated: REPLICATED_KINDS.contains(&workload.kind),
-        images: secured(workload.pod).map(|c| c.image.to_string()).collect(),
+        images: images(workload.pod).map(str::to_string).collect(),
         satisfied,
     }
 }

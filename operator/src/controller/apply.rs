@@ -38,6 +38,8 @@ pub struct Writer {
     client: Client,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    /// The field manager of this writer's applies: one per controller (`meta::managers`).
+    manager: &'static str,
     /// Objects (by uid) whose last apply changed nothing, with the resource version it found:
     /// another manager's later write there did not touch what Verbund wants, so applying again
     /// before the object changes would only repeat the same no-op.
@@ -64,8 +66,22 @@ impl Writer {
             client,
             recorder,
             metrics,
+            manager: FIELD_MANAGER,
             unchanged_by_apply: Arc::default(),
         }
+    }
+
+    /// The same writer, applying as `manager`.
+    pub fn managed_as(&self, manager: &'static str) -> Self {
+        Self {
+            manager,
+            ..self.clone()
+        }
+    }
+
+    /// The field manager this writer applies as.
+    pub fn manager(&self) -> &'static str {
+        self.manager
     }
 
     pub fn client(&self) -> &Client {
@@ -85,7 +101,7 @@ impl Writer {
         self.count(&kind, "apply");
         api.patch(
             &object.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &PatchParams::apply(self.manager).force(),
             &Patch::Apply(object),
         )
         .await
@@ -117,8 +133,25 @@ impl Writer {
         stored: Option<&ObjectMeta>,
         finish: impl FnOnce(&mut K),
     ) -> Result<Option<K>, ApiError> {
+        // The caches hold only what Verbund labelled: a child absent from them may still
+        // exist, made by someone else. Look before the first apply, never over it.
+        let fetched = match stored {
+            None if meta::controller_of(object.meta()).is_some() => api
+                .get_opt(&object.name_any())
+                .await
+                .map_err(ApiError::with(format!(
+                    "read {} {}",
+                    K::kind(&()),
+                    object_name(&object)
+                )))?,
+            _ => None,
+        };
+        let stored = stored.or(fetched.as_ref().map(|f| f.meta()));
+        if let Some(owner) = stored.and_then(|s| meta::foreign_controller(object.meta(), s)) {
+            return Err(name_conflict::<K>(&object, &owner));
+        }
         let hash = meta::stamp(&mut object);
-        if !meta::needs_apply(&hash, stored) || self.known_unchanged(&hash, stored) {
+        if !meta::needs_apply(&hash, stored, self.manager) || self.known_unchanged(&hash, stored) {
             return Ok(None);
         }
         finish(&mut object);
@@ -168,7 +201,7 @@ impl Writer {
         stored: Option<&ObjectMeta>,
     ) -> Result<Option<DynamicObject>, ApiError> {
         let hash = meta::stamp(&mut object);
-        if !meta::needs_apply(&hash, stored) {
+        if !meta::needs_apply(&hash, stored, self.manager) {
             return Ok(None);
         }
         let kind = object
@@ -179,7 +212,7 @@ impl Writer {
         self.count(&kind, "apply");
         api.patch(
             &object.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &PatchParams::apply(self.manager).force(),
             &Patch::Apply(&object),
         )
         .await
@@ -212,7 +245,7 @@ impl Writer {
         self.count(&kind, "status");
         api.patch_status(
             &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &PatchParams::apply(self.manager).force(),
             &Patch::Apply(&body),
         )
         .await
@@ -268,6 +301,27 @@ impl Writer {
         self.publish(&object.object_ref(&()), event).await;
     }
 }
+
+/// The error for a child whose name is taken by an object Verbund does not control: a
+/// conflict (409) with the reason `NameConflict`, retried with backoff in case it goes away.
+fn name_conflict<K: Writable>(object: &K, owner: &str) -> ApiError {
+    let kind = K::kind(&());
+    let name = object_name(object);
+    let status = kube::core::Status::failure(
+        &format!(
+            "{kind} {name} already exists and belongs to {owner}, not to Verbund: Verbund does not apply over it; rename this object or remove the other one"
+        ),
+        NAME_CONFLICT,
+    )
+    .with_code(409);
+    ApiError::new(
+        format!("apply {kind} {name}"),
+        kube::Error::Api(Box::new(status)),
+    )
+}
+
+/// The reason of a [`name_conflict`].
+pub const NAME_CONFLICT: &str = "NameConflict";
 
 /// Applies a namespaced `object` when it differs from what `store` caches under its name (or
 /// someone else changed it).

@@ -18,12 +18,13 @@ use crate::meta::MissingOwner;
 use crate::quantity::ParseError;
 
 /// Every category an error can have: the reasons a failed reconcile leaves on its object.
-pub const CATEGORIES: [&str; 21] = [
+pub const CATEGORIES: [&str; 23] = [
     "NoTenant",
     "ProtectionAboveTenant",
     "ReservedNamespace",
     "NamespaceOwnedByOtherTenant",
     "InvalidQuota",
+    "RouteHeldByOtherTenant",
     "MissingOwner",
     "EncodingFailed",
     "AdmissionRefused",
@@ -31,6 +32,7 @@ pub const CATEGORIES: [&str; 21] = [
     "Forbidden",
     "NotFound",
     "Conflict",
+    "NameConflict",
     "Throttled",
     "Refused",
     "ApiServerError",
@@ -76,6 +78,14 @@ pub enum SpecError {
     NamespaceOwnedByOtherTenant { namespace: String, owner: String },
     #[error("spec.quota: {0}")]
     InvalidQuota(ParseError),
+    #[error(
+        "spec.routes: host {host} with pathPrefix {path_prefix} belongs to tenant {owner}; choose another host or a longer prefix"
+    )]
+    RouteHeldByOtherTenant {
+        host: String,
+        path_prefix: String,
+        owner: String,
+    },
 }
 
 impl SpecError {
@@ -86,6 +96,7 @@ impl SpecError {
             SpecError::ReservedNamespace { .. } => "ReservedNamespace",
             SpecError::NamespaceOwnedByOtherTenant { .. } => "NamespaceOwnedByOtherTenant",
             SpecError::InvalidQuota(_) => "InvalidQuota",
+            SpecError::RouteHeldByOtherTenant { .. } => "RouteHeldByOtherTenant",
         }
     }
 }
@@ -158,6 +169,7 @@ impl ApiError {
                 403 if status.message.contains("exceeded quota") => "QuotaRefused",
                 403 => "Forbidden",
                 404 => "NotFound",
+                409 if status.reason == super::apply::NAME_CONFLICT => "NameConflict",
                 409 => "Conflict",
                 429 => "Throttled",
                 400 | 422 => "Refused",

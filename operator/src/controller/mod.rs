@@ -58,6 +58,22 @@ pub struct Context {
     pub pacer: Pacer,
 }
 
+impl Context {
+    /// The context of one controller: the same client, caches and metrics, its own field
+    /// manager, backoff and pacing.
+    pub fn for_controller(&self, manager: &'static str) -> Context {
+        Context {
+            client: self.client.clone(),
+            stores: self.stores.clone(),
+            writer: self.writer.managed_as(manager),
+            metrics: self.metrics.clone(),
+            settings: self.settings.clone(),
+            backoff: Backoff::default(),
+            pacer: Pacer::default(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")

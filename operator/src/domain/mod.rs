@@ -9,11 +9,13 @@
 //! - [`projections`]: pods and nodes as the caches keep them, read down to what Verbund uses;
 //! - [`pods`]: which portal service a pod belongs to;
 //! - [`tenancy`]: a tenant's namespaces, its guard rails' names, its baseline and its use;
-//! - [`shares`]: how a tenant's quota is split over its namespaces.
+//! - [`shares`]: how a tenant's quota is split over its namespaces;
+//! - [`routes`]: which host names and paths each tenant may be reached under.
 
 pub mod pods;
 pub mod projections;
 pub mod resources;
+pub mod routes;
 pub mod shares;
 pub mod sites;
 pub mod tenancy;

@@ -1,7 +1,8 @@
 //! Writing a tenant's children: what changed, and the release of namespaces that left it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -11,24 +12,41 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use tracing::info;
 
-use super::build::{Desired, NamespaceChildren};
+use super::build::{self, Desired, NamespaceChildren};
 use crate::api::tenant::{DeletionPolicy, Tenant};
 use crate::controller::Context;
 use crate::controller::apply::apply_cached;
 use crate::controller::error::ApiError;
 use crate::domain::tenancy::{
-    GUARD_RAIL_POLICIES, LIMIT_RANGE_NAME, QUOTA_NAME, ROLE_BINDING_NAME,
+    GUARD_RAIL_POLICIES, LIMIT_RANGE_NAME, POLICY_DEFAULT_DENY, QUOTA_NAME, ROLE_BINDING_NAME,
 };
+use crate::meta::{BASELINE_LABEL, RELEASED_LABEL};
 
-/// Applies every child whose desired state differs from what is stored (or that someone else
-/// changed), and removes network policies that are no longer wanted.
+/// Applies every guard rail whose desired state differs from what is stored (or that someone
+/// else changed), and removes network policies that are no longer wanted. Returns the admins'
+/// RoleBindings, which [`bind_admins`] applies once the quotas are drawn too: nobody is bound
+/// to a namespace before its guard rails hold.
 pub async fn apply_children(
     tenant: &Tenant,
     desired: Desired,
     ctx: &Context,
-) -> Result<(), ApiError> {
-    let Desired { namespaces } = desired;
+) -> Result<Vec<RoleBinding>, ApiError> {
+    let Desired {
+        isolation,
+        namespaces,
+    } = desired;
     let stores = &ctx.stores;
+    // The isolation policy's binding first: it holds in a namespace as soon as the namespace
+    // carries the tenant's label.
+    let api: Api<ValidatingAdmissionPolicyBinding> = Api::all(ctx.client.clone());
+    let name = isolation.name_any();
+    let stored = api.get_opt(&name).await.map_err(ApiError::with(format!(
+        "read ValidatingAdmissionPolicyBinding {name}"
+    )))?;
+    ctx.writer
+        .apply_if_changed(&api, isolation, stored.as_ref().map(|b| &b.metadata))
+        .await?;
+    let mut bindings = Vec::new();
     for children in namespaces {
         let NamespaceChildren {
             namespace,
@@ -47,7 +65,7 @@ pub async fn apply_children(
             )
             .await?;
         apply_cached(&ctx.writer, &stores.limit_ranges, limit_range).await?;
-        apply_cached(&ctx.writer, &stores.role_bindings, role_binding).await?;
+        bindings.push(role_binding);
         let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
 
         let mut wanted = BTreeSet::new();
@@ -66,11 +84,21 @@ pub async fn apply_children(
             }
         }
     }
+    Ok(bindings)
+}
+
+/// Binds the tenant's admins in each namespace: the last step, after namespace labels,
+/// limits, network policies and quota.
+pub async fn bind_admins(bindings: Vec<RoleBinding>, ctx: &Context) -> Result<(), ApiError> {
+    for binding in bindings {
+        apply_cached(&ctx.writer, &ctx.stores.role_bindings, binding).await?;
+    }
     Ok(())
 }
 
-/// A namespace leaves the tenant: `Retain` removes Verbund's labels and guard rails and keeps
-/// the namespace with everything in it; `Delete` deletes it.
+/// A namespace leaves the tenant: `Retain` keeps the namespace with everything in it, removes
+/// Verbund's labels, quota, limits, admin binding and the policies that open it, and keeps its
+/// default-deny and a label naming the tenant it was released from; `Delete` deletes it.
 pub async fn release_namespace(
     tenant: &Tenant,
     namespace: &str,
@@ -87,6 +115,13 @@ pub async fn release_namespace(
         DeletionPolicy::Retain => {
             info!(namespace, "releasing namespace (deletionPolicy Retain)");
             let client = &ctx.client;
+            // The admins go first: nobody acts in it while its guard rails come down.
+            writer
+                .delete(
+                    &Api::<RoleBinding>::namespaced(client.clone(), namespace),
+                    ROLE_BINDING_NAME,
+                )
+                .await?;
             writer
                 .delete(
                     &Api::<ResourceQuota>::namespaced(client.clone(), namespace),
@@ -99,20 +134,39 @@ pub async fn release_namespace(
                     LIMIT_RANGE_NAME,
                 )
                 .await?;
-            writer
-                .delete(
-                    &Api::<RoleBinding>::namespaced(client.clone(), namespace),
-                    ROLE_BINDING_NAME,
-                )
-                .await?;
             let policies = Api::<NetworkPolicy>::namespaced(client.clone(), namespace);
             for policy in GUARD_RAIL_POLICIES {
-                writer.delete(&policies, policy).await?;
+                if policy != POLICY_DEFAULT_DENY {
+                    writer.delete(&policies, policy).await?;
+                }
             }
-            // Applying the namespace with no fields removes every label Verbund set on it.
+            // The workloads stay, so their isolation stays: default-deny without an owner,
+            // until an administrator removes it.
+            writer
+                .apply(
+                    &policies,
+                    &build::released_default_deny(&tenant.name_any(), namespace),
+                )
+                .await?;
+            // The tenant's labels go; the baseline's and Pod Security's stay, so admission
+            // still guards what runs; a label names the tenant it belonged to, so nobody
+            // else claims it silently.
+            let mut labels: BTreeMap<String, String> = ctx
+                .stores
+                .namespaces
+                .get(&ObjectRef::new(namespace))
+                .and_then(|ns| ns.metadata.labels.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(k, _)| {
+                    k == BASELINE_LABEL || k.starts_with("pod-security.kubernetes.io/")
+                })
+                .collect();
+            labels.insert(RELEASED_LABEL.to_string(), tenant.name_any());
             let bare = Namespace {
                 metadata: ObjectMeta {
                     name: Some(namespace.into()),
+                    labels: Some(labels),
                     ..Default::default()
                 },
                 ..Default::default()

@@ -3,6 +3,7 @@
 //! drawn separately (`quota`), from what the namespaces use.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
@@ -17,6 +18,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
+
 use crate::api::security_baseline::PodSecurityLevel;
 use crate::api::tenant::{EgressRule, SubjectKind, Tenant, TransportProtocol};
 use crate::controller::Settings;
@@ -25,6 +28,7 @@ use crate::domain::tenancy::{
     self, LIMIT_RANGE_NAME, POLICY_DEFAULT_DENY, POLICY_DNS, POLICY_EGRESS, POLICY_GATEWAY,
     POLICY_TENANT, QUOTA_NAME, ROLE_BINDING_NAME, TENANT_ADMIN_ROLE,
 };
+use crate::isolation;
 use crate::meta::{self, BASELINE_LABEL, MissingOwner, TENANT_LABEL};
 
 /// The label every namespace carries with its own name (set by the API server).
@@ -39,9 +43,11 @@ pub struct NamespaceChildren {
     pub network_policies: Vec<NetworkPolicy>,
 }
 
-/// The desired children of a tenant, namespace by namespace, in spec order.
+/// The desired children of a tenant: the binding of the pool's isolation policy, and
+/// namespace by namespace (in spec order) the rest.
 #[derive(Debug, Clone)]
 pub struct Desired {
+    pub isolation: ValidatingAdmissionPolicyBinding,
     pub namespaces: Vec<NamespaceChildren>,
 }
 
@@ -88,7 +94,10 @@ pub fn build(
             network_policies: network_policies(tenant, ns, settings, &child),
         })
         .collect();
-    Ok(Desired { namespaces })
+    Ok(Desired {
+        isolation: isolation::binding(tenant)?,
+        namespaces,
+    })
 }
 
 /// A tenant namespace: common labels, the baseline label and Pod Security Admission labels.
@@ -242,6 +251,28 @@ fn network_policies(
     policies
 }
 
+/// The default-deny policy a released (Retain) namespace keeps: no owner, so it outlives the
+/// Tenant, until an administrator removes it.
+pub fn released_default_deny(tenant: &str, namespace: &str) -> NetworkPolicy {
+    let mut labels = BTreeMap::from([
+        (
+            meta::MANAGED_BY_LABEL.to_string(),
+            meta::MANAGED_BY.to_string(),
+        ),
+        (meta::RELEASED_LABEL.to_string(), tenant.to_string()),
+    ]);
+    labels.insert(meta::PART_OF_LABEL.to_string(), meta::PART_OF.to_string());
+    NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(POLICY_DEFAULT_DENY.into()),
+            namespace: Some(namespace.into()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        spec: Some(default_deny()),
+    }
+}
+
 /// No traffic in or out unless another policy allows it.
 fn default_deny() -> NetworkPolicySpec {
     NetworkPolicySpec {
@@ -305,6 +336,23 @@ fn allow_gateway(gateway_namespace: &str) -> NetworkPolicySpec {
 }
 
 /// The destinations the tenant declared.
+/// The cloud metadata endpoint: it hands out node credentials.
+const METADATA_ENDPOINT: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+
+/// A declared network that contains the metadata endpoint without naming it alone (e.g.
+/// 0.0.0.0/0) leaves it out: reaching it must be said explicitly.
+fn metadata_carved_out(cidr: &str) -> Option<Vec<String>> {
+    let (address, bits) = cidr.split_once('/')?;
+    let address: Ipv4Addr = address.parse().ok()?;
+    let bits: u32 = bits.parse().ok()?;
+    if bits >= 32 {
+        return None;
+    }
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    (u32::from(address) & mask == u32::from(METADATA_ENDPOINT) & mask)
+        .then(|| vec![format!("{METADATA_ENDPOINT}/32")])
+}
+
 fn allow_egress(rules: &[EgressRule]) -> NetworkPolicySpec {
     let rules = rules
         .iter()
@@ -313,7 +361,7 @@ fn allow_egress(rules: &[EgressRule]) -> NetworkPolicySpec {
                 (Some(cidr), _) => NetworkPolicyPeer {
                     ip_block: Some(IPBlock {
                         cidr: cidr.clone(),
-                        except: None,
+                        except: metadata_carved_out(cidr),
                     }),
                     ..Default::default()
                 },
@@ -351,6 +399,25 @@ fn allow_egress(rules: &[EgressRule]) -> NetworkPolicySpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_egress_never_includes_the_metadata_endpoint_unless_named() {
+        assert_eq!(
+            metadata_carved_out("0.0.0.0/0"),
+            Some(vec!["169.254.169.254/32".to_string()])
+        );
+        assert_eq!(
+            metadata_carved_out("169.254.0.0/16"),
+            Some(vec!["169.254.169.254/32".to_string()])
+        );
+        assert_eq!(metadata_carved_out("10.20.0.0/16"), None);
+        assert_eq!(
+            metadata_carved_out("169.254.169.254/32"),
+            None,
+            "named explicitly"
+        );
+        assert_eq!(metadata_carved_out("fd00::/8"), None);
+    }
     use crate::baseline::audit::has_default_deny;
     use crate::testing;
     use serde_json::json;

@@ -2,8 +2,8 @@
 //! rights and network isolation; released or deleted by `deletionPolicy` when they leave.
 //!
 //! Stages: [`read`] -> [`validate`] -> [`build`] (namespaces, limits, admins, network
-//! policies) -> [`apply`] -> [`quota`] (the tenant's quota split over its namespaces) ->
-//! [`status`]. [`rbac`] is the role tenant admins get. Triggers: the Tenant, its children, its
+//! policies) -> [`apply`] (guard rails) -> [`quota`] (the tenant's quota split over its
+//! namespaces) -> [`apply::bind_admins`] (admins last, once the rails hold) -> [`status`]. [`rbac`] is the role tenant admins get. Triggers: the Tenant, its children, its
 //! namespaces (by label), its baseline, the PortalServices in its namespaces.
 
 pub mod apply;
@@ -54,15 +54,27 @@ pub fn run(
     let tenants = ctx.stores.tenants.clone();
     let namespaces = ctx.stores.namespaces.clone();
     let tenants_for_baselines = tenants.clone();
+    let tenants_for_routes = tenants.clone();
+    let tenants_for_namespaces = tenants.clone();
     Controller::for_shared_stream(caches.tenants().all(), tenants)
         .owns_shared_stream(caches.quotas().all())
         .owns_shared_stream(caches.limit_ranges().all())
         .owns_shared_stream(caches.role_bindings().all())
         .owns_shared_stream(caches.network_policies().all())
-        // Namespaces carry no owner reference (they may outlive the tenant): map by label.
-        .watches_shared_stream(caches.namespaces().all(), |ns| {
-            tenancy::tenant_label(&*ns).map(ObjectRef::<Tenant>::new)
-        })
+        // Namespaces carry no owner reference (they may outlive the tenant): map by label,
+        // and an unlabelled one (released, then handed over) to the tenants listing it.
+        .watches_shared_stream(
+            caches.namespaces().all(),
+            move |ns| match tenancy::tenant_label(&*ns) {
+                Some(tenant) => vec![ObjectRef::<Tenant>::new(tenant)],
+                None => tenants_for_namespaces
+                    .state()
+                    .into_iter()
+                    .filter(|t| t.spec.namespaces.contains(&ns.name_any()))
+                    .map(|t| ObjectRef::from_obj(&*t))
+                    .collect(),
+            },
+        )
         // A baseline's Pod Security level goes into the namespace labels.
         .watches_shared_stream(caches.baselines().spec(), move |baseline| {
             let name = baseline.name_any();
@@ -70,6 +82,27 @@ pub fn run(
                 .state()
                 .into_iter()
                 .filter(|t| tenancy::baseline_name(t) == name)
+                .map(|t| ObjectRef::from_obj(&*t))
+                .collect::<Vec<_>>()
+        })
+        // Routes on a shared host: another tenant's longer prefix is carved out of this one's.
+        .watches_shared_stream(caches.tenants().spec(), move |changed| {
+            let hosts: Vec<&str> = changed
+                .spec
+                .routes
+                .iter()
+                .map(|r| r.host.as_str())
+                .collect();
+            tenants_for_routes
+                .state()
+                .into_iter()
+                .filter(|t| t.name_any() != changed.name_any())
+                .filter(|t| {
+                    t.spec
+                        .routes
+                        .iter()
+                        .any(|r| hosts.contains(&r.host.as_str()))
+                })
                 .map(|t| ObjectRef::from_obj(&*t))
                 .collect::<Vec<_>>()
         })
@@ -138,8 +171,9 @@ async fn converge(tenant: &Tenant, observed: &Observed, ctx: &Context) -> Result
         .pod_security
         .unwrap_or(PodSecurityLevel::Restricted);
     let desired = build::build(tenant, pod_security, &ctx.settings)?;
-    apply::apply_children(tenant, desired, ctx).await?;
+    let bindings = apply::apply_children(tenant, desired, ctx).await?;
     quota::reconcile_quotas(tenant, ctx).await?;
+    apply::bind_admins(bindings, ctx).await?;
     for namespace in &observed.released {
         apply::release_namespace(tenant, namespace, ctx).await?;
     }

@@ -2,14 +2,18 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::security_baseline::PodSecurityLevel;
-use crate::api::tenant::Tenant;
+use crate::api::tenant::{GrantedRoute, Tenant};
 use crate::cache::Stores;
 use crate::controller::apply::cached;
+use crate::domain::routes::{self, Taken};
 use crate::domain::tenancy::{self, NamespaceQuota, QUOTA_NAME};
+use crate::meta::RELEASED_LABEL;
 
 /// A tenant's share of the world.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,6 +28,19 @@ pub struct Observed {
     pub quotas: Vec<NamespaceQuota>,
     /// PortalServices in the tenant's namespaces.
     pub services: usize,
+    /// The routes the tenant holds.
+    pub routes: Vec<GrantedRoute>,
+    /// A route it declares that a senior tenant holds.
+    pub route_taken: Option<Taken>,
+}
+
+/// The tenant a namespace was released from, if it was.
+fn released_from(ns: &PartialObjectMeta<Namespace>) -> Option<&str> {
+    ns.metadata
+        .labels
+        .as_ref()?
+        .get(RELEASED_LABEL)
+        .map(String::as_str)
 }
 
 pub fn read(tenant: &Tenant, stores: &Stores) -> Observed {
@@ -40,6 +57,14 @@ pub fn read(tenant: &Tenant, stores: &Stores) -> Observed {
             Some(owner) if owner == name && !spec.contains(ns_name.as_str()) => {
                 released.push(ns_name)
             }
+            None if spec.contains(ns_name.as_str()) => {
+                if let Some(from) = released_from(&ns).filter(|from| *from != name) {
+                    claimed_by_others.push((
+                        ns_name,
+                        format!("{from} (released by it: an administrator hands it over by removing the label {RELEASED_LABEL})"),
+                    ));
+                }
+            }
             _ => {}
         }
     }
@@ -54,7 +79,13 @@ pub fn read(tenant: &Tenant, stores: &Stores) -> Observed {
         .iter()
         .map(|ns| stores.services_in(ns).len())
         .sum();
+    let (routes, route_taken) = match routes::granted(tenant, &stores.tenants.state()) {
+        Ok(routes) => (routes, None),
+        Err(taken) => (Vec::new(), Some(taken)),
+    };
     Observed {
+        routes,
+        route_taken,
         claimed_by_others,
         released,
         pod_security,

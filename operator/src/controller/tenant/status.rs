@@ -71,6 +71,7 @@ pub fn build(
     };
     set_condition(&mut conditions, quota_condition, generation, now);
     TenantStatus {
+        routes: observed.routes.clone(),
         namespaces: spec.namespaces.clone(),
         namespace_count: count(spec.namespaces.len()),
         quota: QuotaStatus {

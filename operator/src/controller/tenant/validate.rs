@@ -5,7 +5,8 @@ use crate::api::tenant::Tenant;
 use crate::controller::error::SpecError;
 use crate::domain::tenancy::{self, RESERVED_NAMESPACES};
 
-/// Namespaces that are reserved or belong to another tenant, and a quota that does not parse.
+/// Namespaces that are reserved or belong to another tenant, a route another tenant holds, and
+/// a quota that does not parse.
 pub fn validate(tenant: &Tenant, observed: &Observed) -> Result<(), SpecError> {
     if let Some(reserved) = tenant
         .spec
@@ -21,6 +22,13 @@ pub fn validate(tenant: &Tenant, observed: &Observed) -> Result<(), SpecError> {
         return Err(SpecError::NamespaceOwnedByOtherTenant {
             namespace: namespace.clone(),
             owner: owner.clone(),
+        });
+    }
+    if let Some(taken) = &observed.route_taken {
+        return Err(SpecError::RouteHeldByOtherTenant {
+            host: taken.route.host.clone(),
+            path_prefix: taken.route.path_prefix.clone(),
+            owner: taken.owner.clone(),
         });
     }
     tenancy::tenant_total(&tenant.spec.quota).map_err(SpecError::InvalidQuota)?;

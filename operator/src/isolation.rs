@@ -1,0 +1,285 @@
+//! Tenant isolation inside the API server (pure): one ValidatingAdmissionPolicy for the pool,
+//! with the Tenant as its parameter, and one binding per tenant matching its namespaces. It
+//! refuses what would let a tenant admin reach past their tenant with the rights Verbund gives
+//! them: Services that open the tenant to the outside or hijack traffic, Ingresses and
+//! PortalService exposures on hosts and paths the tenant does not hold (`status.routes`),
+//! Ingress annotations that steer the shared gateway, and service account token Secrets that
+//! never expire. It holds while the operator is down; each refusal names its rule and BSI
+//! IT-Grundschutz requirement.
+//!
+//! The pod rules (images, users, tokens in pods) are the baselines' (`baseline::rules`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchResources, NamedRuleWithOperations, ParamKind, ParamRef, ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
+    ValidatingAdmissionPolicySpec, Validation, Variable,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::{Resource, ResourceExt};
+
+use crate::api::tenant::Tenant;
+use crate::meta::{
+    self, MANAGED_BY, MANAGED_BY_LABEL, MissingOwner, PART_OF, PART_OF_LABEL, TENANT_LABEL,
+};
+
+/// The pool-wide policy's name.
+pub const POLICY_NAME: &str = "verbund-tenant-isolation";
+
+/// Ingress annotations a tenant may set: TLS redirects, body size, timeouts and rate limits
+/// of its own routes. Everything else (mirror targets, auth URLs, snippets, rewrites to other
+/// hosts) could steer the shared gateway past another tenant's isolation.
+pub const ALLOWED_INGRESS_ANNOTATIONS: [&str; 10] = [
+    "nginx.ingress.kubernetes.io/ssl-redirect",
+    "nginx.ingress.kubernetes.io/force-ssl-redirect",
+    "nginx.ingress.kubernetes.io/proxy-body-size",
+    "nginx.ingress.kubernetes.io/proxy-read-timeout",
+    "nginx.ingress.kubernetes.io/proxy-send-timeout",
+    "nginx.ingress.kubernetes.io/limit-rps",
+    "nginx.ingress.kubernetes.io/limit-connections",
+    "cert-manager.io/cluster-issuer",
+    "cert-manager.io/issuer",
+    "kubectl.kubernetes.io/last-applied-configuration",
+];
+
+/// One isolation rule.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    /// The name refusals start with (camelCase).
+    pub name: &'static str,
+    /// BSI IT-Grundschutz requirements (edition 2023) it implements.
+    pub bsi: &'static [&'static str],
+    /// What is refused and what to do instead.
+    pub violation: &'static str,
+}
+
+/// Every isolation rule, in the policy's order.
+pub const CATALOGUE: [Rule; 6] = [
+    Rule {
+        name: "serviceTypeClusterIP",
+        bsi: &["APP.4.4.A7", "APP.4.4.A18"],
+        violation: "a tenant's Service must be of type ClusterIP: NodePort, LoadBalancer and ExternalName Services reach past the tenant's network isolation; publish through a PortalService exposure or an Ingress on the tenant's routes",
+    },
+    Rule {
+        name: "noExternalIPs",
+        bsi: &["APP.4.4.A7", "APP.4.4.A18"],
+        violation: "a Service may not set spec.externalIPs: they capture traffic meant for other addresses (CVE-2020-8554)",
+    },
+    Rule {
+        name: "ingressWithinRoutes",
+        bsi: &["APP.4.4.A1", "APP.4.4.A7"],
+        violation: "every Ingress rule needs a host and Prefix or Exact paths within the routes the Tenant holds (kubectl get tenant -o jsonpath='{.status.routes}'); TLS hosts too; no default backend",
+    },
+    Rule {
+        name: "ingressAnnotationsAllowed",
+        bsi: &["APP.4.4.A1", "APP.4.4.A7"],
+        violation: "an Ingress annotation is not on the allow-list (TLS redirects, body size, timeouts, rate limits, cert-manager issuers): others could steer the shared gateway",
+    },
+    Rule {
+        name: "exposureWithinRoutes",
+        bsi: &["APP.4.4.A1", "APP.4.4.A7"],
+        violation: "spec.exposure.host and spec.exposure.path must lie within the routes the Tenant holds (kubectl get tenant -o jsonpath='{.status.routes}')",
+    },
+    Rule {
+        name: "noServiceAccountTokenSecrets",
+        bsi: &["APP.4.4.A9"],
+        violation: "a Secret of type kubernetes.io/service-account-token is a token that never expires: use short-lived projected tokens where the baseline allows them",
+    },
+];
+
+/// The message of a refusal: rule, what is wrong, BSI requirements.
+pub fn message(rule: &Rule) -> String {
+    format!(
+        "{}: {} (BSI IT-Grundschutz {})",
+        rule.name,
+        rule.violation,
+        rule.bsi.join(", ")
+    )
+}
+
+/// CEL: `host` and `path` (expressions) lie in one of the tenant's routes, outside the
+/// prefixes other tenants hold inside them (`domain::routes::allows`).
+fn within_routes(host: &str, path: &str) -> String {
+    let under = |prefix: &str| {
+        format!("({prefix} == '/' || {path} == {prefix} || {path}.startsWith({prefix} + '/'))")
+    };
+    format!(
+        "variables.routes.exists(r, r.host == {host} && {} && !(has(r.except) && r.except.exists(e, {})))",
+        under("r.pathPrefix"),
+        under("e")
+    )
+}
+
+/// The CEL expression of each rule, in catalogue order.
+fn expressions() -> [String; 6] {
+    let allowed: Vec<String> = ALLOWED_INGRESS_ANNOTATIONS
+        .iter()
+        .map(|a| crate::baseline::rules::cel_string(a))
+        .collect();
+    [
+        "object.kind != 'Service' || !has(dyn(object).spec.type) || dyn(object).spec.type == 'ClusterIP'".to_string(),
+        "object.kind != 'Service' || !has(dyn(object).spec.externalIPs) || size(dyn(object).spec.externalIPs) == 0".to_string(),
+        format!(
+            "object.kind != 'Ingress' || (!has(dyn(object).spec.defaultBackend) && has(dyn(object).spec.rules) && dyn(object).spec.rules.all(rule, has(rule.host) && has(rule.http) && rule.http.paths.all(p, has(p.path) && p.pathType in ['Prefix', 'Exact'] && {})) && (!has(dyn(object).spec.tls) || dyn(object).spec.tls.all(t, !has(t.hosts) || t.hosts.all(h, variables.routes.exists(r, r.host == h)))))",
+            within_routes("rule.host", "p.path")
+        ),
+        format!(
+            "object.kind != 'Ingress' || !has(object.metadata.annotations) || object.metadata.annotations.all(k, k in [{}])",
+            allowed.join(", ")
+        ),
+        format!(
+            "object.kind != 'PortalService' || !has(dyn(object).spec.exposure) || {}",
+            within_routes(
+                "dyn(object).spec.exposure.host",
+                "(has(dyn(object).spec.exposure.path) ? dyn(object).spec.exposure.path : '/')"
+            )
+        ),
+        "object.kind != 'Secret' || !has(dyn(object).type) || dyn(object).type != 'kubernetes.io/service-account-token'".to_string(),
+    ]
+}
+
+fn labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+        (PART_OF_LABEL.to_string(), PART_OF.to_string()),
+    ])
+}
+
+/// The pool-wide policy. Applied by the operator at start-up; the bindings give it a tenant.
+pub fn policy() -> ValidatingAdmissionPolicy {
+    let rule = |group: &str, resources: &[&str]| NamedRuleWithOperations {
+        api_groups: Some(vec![group.to_string()]),
+        api_versions: Some(vec!["*".into()]),
+        operations: Some(vec!["CREATE".into(), "UPDATE".into()]),
+        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+        scope: Some("Namespaced".into()),
+        resource_names: None,
+    };
+    let validations = CATALOGUE
+        .iter()
+        .zip(expressions())
+        .map(|(rule, expression)| Validation {
+            expression,
+            message: Some(message(rule)),
+            reason: Some("Forbidden".into()),
+            message_expression: (rule.name == "ingressAnnotationsAllowed").then(|| {
+                let allowed: Vec<String> = ALLOWED_INGRESS_ANNOTATIONS
+                    .iter()
+                    .map(|a| crate::baseline::rules::cel_string(a))
+                    .collect();
+                format!(
+                    "'ingressAnnotationsAllowed: metadata.annotations ' + object.metadata.annotations.filter(k, !(k in [{}])).join(', ') + ' not allowed: {} (BSI IT-Grundschutz {})'",
+                    allowed.join(", "),
+                    rule.violation,
+                    rule.bsi.join(", ")
+                )
+            }),
+        })
+        .collect();
+    ValidatingAdmissionPolicy {
+        metadata: ObjectMeta {
+            name: Some(POLICY_NAME.into()),
+            labels: Some(labels()),
+            ..Default::default()
+        },
+        spec: Some(ValidatingAdmissionPolicySpec {
+            failure_policy: Some("Fail".into()),
+            param_kind: Some(ParamKind {
+                api_version: Some(Tenant::api_version(&()).to_string()),
+                kind: Some(Tenant::kind(&()).to_string()),
+            }),
+            match_constraints: Some(MatchResources {
+                resource_rules: Some(vec![
+                    rule("", &["services", "secrets"]),
+                    rule("networking.k8s.io", &["ingresses"]),
+                    rule(Tenant::group(&()).as_ref(), &["portalservices"]),
+                ]),
+                ..Default::default()
+            }),
+            variables: Some(vec![Variable {
+                name: "routes".into(),
+                expression:
+                    "has(params.status) && has(params.status.routes) ? params.status.routes : []"
+                        .into(),
+            }]),
+            validations: Some(validations),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The binding name for `tenant`.
+pub fn binding_name(tenant: &str) -> String {
+    format!("verbund-isolation-{tenant}")
+}
+
+/// The binding giving the policy `tenant` as its parameter, in the tenant's namespaces. A
+/// missing Tenant refuses (it is the parameter); the binding goes with the Tenant.
+pub fn binding(tenant: &Tenant) -> Result<ValidatingAdmissionPolicyBinding, MissingOwner> {
+    let name = tenant.name_any();
+    let mut labels = labels();
+    labels.insert(TENANT_LABEL.into(), name.clone());
+    Ok(ValidatingAdmissionPolicyBinding {
+        metadata: ObjectMeta {
+            name: Some(binding_name(&name)),
+            labels: Some(labels),
+            owner_references: Some(vec![meta::owner_reference(tenant)?]),
+            ..Default::default()
+        },
+        spec: ValidatingAdmissionPolicyBindingSpec {
+            policy_name: POLICY_NAME.into(),
+            param_ref: Some(ParamRef {
+                name: Some(name.clone()),
+                parameter_not_found_action: Some("Deny".into()),
+                ..Default::default()
+            }),
+            validation_actions: vec!["Deny".into()],
+            match_resources: Some(MatchResources {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(TENANT_LABEL.to_string(), name)])),
+                    match_expressions: None,
+                }),
+                ..Default::default()
+            }),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing;
+
+    #[test]
+    fn one_validation_per_rule_each_naming_it_and_its_bsi_requirement() {
+        let policy = policy();
+        let validations = policy.spec.and_then(|s| s.validations).unwrap_or_default();
+        assert_eq!(validations.len(), CATALOGUE.len());
+        for (v, rule) in validations.iter().zip(CATALOGUE) {
+            let m = v.message.as_deref().unwrap_or_default();
+            assert!(m.starts_with(&format!("{}: ", rule.name)), "{m}");
+            assert!(m.contains("BSI IT-Grundschutz APP.4.4.A"), "{m}");
+        }
+    }
+
+    #[test]
+    fn the_binding_takes_its_tenant_as_parameter_in_its_namespaces_only() {
+        let t = testing::tenant("mibs", &["mibs-portal"], serde_json::json!({}));
+        let b = binding(&t).expect("owner");
+        assert_eq!(b.metadata.name.as_deref(), Some("verbund-isolation-mibs"));
+        let param = b.spec.param_ref.expect("param");
+        assert_eq!(param.name.as_deref(), Some("mibs"));
+        assert_eq!(param.parameter_not_found_action.as_deref(), Some("Deny"));
+        let selector = b.spec.match_resources.and_then(|m| m.namespace_selector);
+        assert_eq!(
+            selector.and_then(|s| s.match_labels),
+            Some(BTreeMap::from([(
+                TENANT_LABEL.to_string(),
+                "mibs".to_string()
+            )]))
+        );
+        assert_eq!(b.spec.validation_actions, vec!["Deny".to_string()]);
+    }
+}
