@@ -43,6 +43,9 @@ pub const ALLOWED_INGRESS_ANNOTATIONS: [&str; 10] = [
     "kubectl.kubernetes.io/last-applied-configuration",
 ];
 
+/// Verbund's own annotations (the desired-state hash on every child): no gateway reads them.
+pub const VERBUND_ANNOTATIONS: &str = "verbund.saarland.de/";
+
 /// One isolation rule.
 #[derive(Debug, Clone, Copy)]
 pub struct Rule {
@@ -125,8 +128,9 @@ fn expressions() -> [String; 6] {
             within_routes("rule.host", "p.path")
         ),
         format!(
-            "object.kind != 'Ingress' || !has(object.metadata.annotations) || object.metadata.annotations.all(k, k in [{}])",
-            allowed.join(", ")
+            "object.kind != 'Ingress' || !has(object.metadata.annotations) || object.metadata.annotations.all(k, k in [{}] || k.startsWith({}))",
+            allowed.join(", "),
+            crate::baseline::rules::cel_string(VERBUND_ANNOTATIONS)
         ),
         format!(
             "object.kind != 'PortalService' || !has(dyn(object).spec.exposure) || {}",
@@ -169,8 +173,9 @@ pub fn policy() -> ValidatingAdmissionPolicy {
                     .map(|a| crate::baseline::rules::cel_string(a))
                     .collect();
                 format!(
-                    "'ingressAnnotationsAllowed: metadata.annotations ' + object.metadata.annotations.filter(k, !(k in [{}])).join(', ') + ' not allowed: {} (BSI IT-Grundschutz {})'",
+                    "'ingressAnnotationsAllowed: metadata.annotations ' + object.metadata.annotations.filter(k, !(k in [{}] || k.startsWith({}))).join(', ') + ' not allowed: {} (BSI IT-Grundschutz {})'",
                     allowed.join(", "),
+                    crate::baseline::rules::cel_string(VERBUND_ANNOTATIONS),
                     rule.violation,
                     rule.bsi.join(", ")
                 )

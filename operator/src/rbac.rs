@@ -42,9 +42,9 @@ pub const RULES: [Rule; 21] = [
     Rule {
         groups: &["verbund.saarland.de"],
         resources: &["tenants"],
-        verbs: &["list", "watch", "patch"],
+        verbs: &["get", "list", "watch", "patch"],
         names: &[],
-        why: "reads tenants; adds and removes the finalizer that releases their namespaces",
+        why: "reads tenants; adds and removes the finalizer that releases their namespaces; `get` because the API server lets only those who may read Tenants make them an admission policy's parameter (the isolation policy)",
     },
     Rule {
         groups: &["verbund.saarland.de"],

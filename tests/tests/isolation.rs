@@ -300,6 +300,10 @@ async fn ingresses_and_exposures_stay_on_the_tenants_routes() {
         }))
         .await;
     assert_refused_by(&default_backend, "ingressWithinRoutes");
+    let mut regex = ingress("regex", &own, "/", json!({}));
+    regex["spec"]["rules"][0]["http"]["paths"][0]["pathType"] = json!("ImplementationSpecific");
+    regex["spec"]["rules"][0]["http"]["paths"][0]["path"] = json!("/.*");
+    assert_refused_by(&land.refused(&regex).await, "ingressWithinRoutes");
     let steer = land
         .refused(&ingress(
             "mirror",
@@ -408,7 +412,8 @@ async fn service_account_token_secrets_are_refused() {
 #[tokio::test]
 async fn a_portal_service_never_takes_a_guard_rail_or_a_hand_made_object() {
     let cp = pool().await;
-    let t = tenancy(cp, "names", json!([])).await;
+    let host = format!("{}.example.de", unique_name("names"));
+    let t = tenancy(cp, "names", json!([{ "host": host }])).await;
     // A service named like a guard rail: refused by the schema, naming the field.
     let mut rail = portal_service("verbund-default-deny", "x.example.de", "/");
     rail["spec"].as_object_mut().map(|s| s.remove("exposure"));
@@ -448,10 +453,7 @@ async fn a_portal_service_never_takes_a_guard_rail_or_a_hand_made_object() {
         )
         .await
         .expect("the tenant admin may create service accounts");
-    let mut service = portal_service("formular", "x.example.de", "/");
-    service["spec"]
-        .as_object_mut()
-        .map(|s| s.remove("exposure"));
+    let service = portal_service("formular", &host, "/antrag");
     let services: Api<PortalService> = Api::namespaced(t.admin.clone(), &t.ns);
     services
         .patch(

@@ -680,6 +680,21 @@ async fn a_refused_child_shows_in_ready_with_the_api_servers_message() {
         .create(&PostParams::default(), &no_services)
         .await
         .expect("quota");
+    // Admission enforces a quota only once the controller-manager has counted it.
+    wait::until(TIMEOUT, "the quota counted", || {
+        let quotas = quotas.clone();
+        async move {
+            let q = quotas
+                .get("keine-services")
+                .await
+                .map_err(|e| e.to_string())?;
+            match q.status.and_then(|s| s.hard) {
+                Some(hard) if hard.contains_key("services") => Ok(()),
+                _ => Err("not counted yet".to_string()),
+            }
+        }
+    })
+    .await;
     let api = apply_service(
         &client,
         &ns,
