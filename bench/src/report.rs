@@ -49,6 +49,8 @@ pub struct Report {
     /// One audit cycle: the operator's requests (all, LISTs) and the baseline reconciles' time.
     pub audit_requests: u64,
     pub audit_lists: u64,
+    /// The audit cycle's requests by verb and resource (watches left out).
+    pub audit_requests_by_kind: BTreeMap<String, u64>,
     pub audit_seconds: f64,
     pub operator_cost: Cost,
     pub apiserver_cost: Cost,
@@ -148,6 +150,10 @@ impl Report {
         }
         for warning in &self.operator_warnings {
             out.push_str(&format!("operator said: {warning}\n"));
+        }
+        out.push_str("requests in the audit cycle, by kind:\n");
+        for (kind, n) in &self.audit_requests_by_kind {
+            out.push_str(&format!("  {kind:50} {n:>8}\n"));
         }
         out.push_str("writes by kind:\n");
         for (kind, n) in &self.writes_by_kind {

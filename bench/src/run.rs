@@ -236,6 +236,12 @@ pub async fn run_tier(tier: &Tier, options: &Options) -> anyhow::Result<Report> 
     let requests = audit.requests_of(&user);
     report.audit_requests = requests.total();
     report.audit_lists = requests.lists();
+    report.audit_requests_by_kind = requests
+        .by_kind
+        .iter()
+        .filter(|(k, _)| !k.starts_with("watch "))
+        .map(|(k, n)| (k.clone(), *n))
+        .collect();
     report.audit_seconds = audit_seconds(&operator).await - before;
 
     // Changes while pods churn in the other tenants.

@@ -293,6 +293,10 @@ fn kwokctl_config(spec: &ClusterSpec) -> String {
     if let Some(range) = &spec.service_ip_range {
         api_server += &arg("service-cluster-ip-range", range);
     }
+    if spec.audit {
+        // The log is read by offset: it must not rotate (the API server's default is at 100 MB).
+        api_server += &arg("audit-log-maxsize", "100000");
+    }
     format!(
         "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokctlConfiguration\ncomponentsPatches:\n\
          - name: kube-apiserver\n  extraArgs:\n{api_server}\
