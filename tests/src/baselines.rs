@@ -59,6 +59,29 @@ impl Bound {
     }
 }
 
+/// Applies `name`, a baseline that only audits (one rule, Pod Security `restricted`): for tests
+/// about tenancy rather than hardening, whose workloads must not be refused by a baseline.
+pub async fn apply_audit_baseline(client: &Client, name: &str) {
+    let audit = json!({
+        "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "SecurityBaseline",
+        "metadata": { "name": name },
+        "spec": {
+            "protectionLevel": "VeryHigh",
+            "enforcement": "Audit",
+            "podSecurity": "Restricted",
+            "rules": { "runAsNonRoot": true }
+        }
+    });
+    Api::<SecurityBaseline>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::apply("verbund-tests"),
+            &Patch::Apply(&audit),
+        )
+        .await
+        .expect("audit baseline accepted");
+}
+
 /// Creates a namespace, a baseline with every rule on in `enforcement` mode (exceptions from
 /// `exceptions(namespace)`), binds them, and waits until the baseline is Ready.
 pub async fn bound(

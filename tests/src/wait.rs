@@ -110,6 +110,37 @@ where
     }
 }
 
+/// Waits until `name`'s `Ready` condition is False with `reason`; returns its message.
+pub async fn not_ready_because<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+) -> String
+where
+    K: Watchable,
+{
+    until(
+        timeout,
+        &format!("{name} Ready=False, {reason}"),
+        || async {
+            let object = api.get(name).await.map_err(|e| e.to_string())?;
+            let value = serde_json::to_value(&object).unwrap_or_default();
+            let ready = value["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .cloned();
+            match ready {
+                Some(c) if c["status"] == "False" && c["reason"] == reason => {
+                    Ok(c["message"].as_str().unwrap_or_default().to_string())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+}
+
 /// True when a serialised object's Ready condition is True for its current generation.
 pub fn is_ready_now(object: &serde_json::Value) -> bool {
     let generation = &object["metadata"]["generation"];

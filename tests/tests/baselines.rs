@@ -544,6 +544,8 @@ async fn an_exception_lets_its_rule_pass_until_it_expires_and_no_longer() {
 async fn a_policy_the_api_server_refuses_leaves_its_baseline_not_ready_and_the_others_working() {
     let cp = pool().await;
     let working = bound(cp, "Enforce", |_| json!([])).await;
+    // In force before the broken baseline arrives, so that "still refuses" below means it.
+    await_policy(&working, |a| a.status == 403).await;
     // A label value holds at most 63 characters: no namespace can be bound to this name, and
     // the API server refuses the binding that would select them.
     let name = format!("grundschutz-{}", "x".repeat(60));

@@ -14,8 +14,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use verbund_operator::api::{PortalService, SecurityBaseline, Site, Tenant};
+use verbund_operator::api::{PortalService, Site, Tenant};
 use verbund_tests::admission::{self, Answer};
+use verbund_tests::baselines::apply_audit_baseline;
 use verbund_tests::control_plane::{self, ControlPlane};
 use verbund_tests::{crds, operator, unique_name, wait};
 
@@ -30,23 +31,7 @@ async fn pool() -> &'static ControlPlane {
     crds::ensure_installed(&cp.client().await).await;
     BASELINE
         .get_or_init(|| async {
-            let audit = json!({
-                "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "SecurityBaseline",
-                "metadata": { "name": TEST_BASELINE },
-                "spec": {
-                    "protectionLevel": "VeryHigh",
-                    "enforcement": "Audit",
-                    "rules": { "runAsNonRoot": true }
-                }
-            });
-            Api::<SecurityBaseline>::all(cp.client().await)
-                .patch(
-                    TEST_BASELINE,
-                    &PatchParams::apply("verbund-tests"),
-                    &Patch::Apply(&audit),
-                )
-                .await
-                .expect("test baseline accepted");
+            apply_audit_baseline(&cp.client().await, TEST_BASELINE).await;
         })
         .await;
     operator::in_process(cp.kubeconfig_path()).await;
@@ -368,24 +353,9 @@ async fn ingresses_and_exposures_stay_on_the_tenants_routes() {
     )
     .await;
     let tenants: Api<Tenant> = Api::all(land.root.clone());
-    let refused = wait::until(TIMEOUT, "the late tenant refused", || async {
-        let t = tenants.get(&late).await.map_err(|e| e.to_string())?;
-        let ready = t
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
-        match ready {
-            Some(c) if c.reason == "RouteHeldByOtherTenant" => Ok(c),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
-    assert!(refused.message.contains(&town.name), "{}", refused.message);
-    assert!(
-        refused.message.contains("spec.routes"),
-        "{}",
-        refused.message
-    );
+    let refused = wait::not_ready_because(&tenants, &late, "RouteHeldByOtherTenant", TIMEOUT).await;
+    assert!(refused.contains(&town.name), "{refused}");
+    assert!(refused.contains("spec.routes"), "{refused}");
     tenants
         .delete(&late, &DeleteParams::default())
         .await
@@ -463,22 +433,10 @@ async fn a_portal_service_never_takes_a_guard_rail_or_a_hand_made_object() {
         )
         .await
         .expect("portal service accepted");
-    let conflict = wait::until(TIMEOUT, "NameConflict reported", || async {
-        let ps = services.get("formular").await.map_err(|e| e.to_string())?;
-        let ready = ps
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
-        match ready {
-            Some(c) if c.reason == "NameConflict" => Ok(c),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    let conflict = wait::not_ready_because(&services, "formular", "NameConflict", TIMEOUT).await;
     assert!(
-        conflict.message.contains("ServiceAccount") && conflict.message.contains("formular"),
-        "{}",
-        conflict.message
+        conflict.contains("ServiceAccount") && conflict.contains("formular"),
+        "{conflict}"
     );
     let kept = accounts.get("formular").await.expect("still there");
     assert!(kept.owner_references().is_empty(), "not adopted");
@@ -658,22 +616,11 @@ async fn a_released_namespace_keeps_its_default_deny_and_is_not_handed_over_sile
     // Another tenant claiming the name is refused, naming who released it...
     let second = unique_name("claim");
     apply_tenant(&root, &tenant_body(&second, &ns, json!([]), "Delete")).await;
-    let refusal = wait::until(TIMEOUT, "the claim refused", || async {
-        let t = tenants.get(&second).await.map_err(|e| e.to_string())?;
-        let ready = t
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
-        match ready {
-            Some(c) if c.reason == "NamespaceOwnedByOtherTenant" => Ok(c),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    let refusal =
+        wait::not_ready_because(&tenants, &second, "NamespaceOwnedByOtherTenant", TIMEOUT).await;
     assert!(
-        refusal.message.contains(&first) && refusal.message.contains("released-from"),
-        "{}",
-        refusal.message
+        refusal.contains(&first) && refusal.contains("released-from"),
+        "{refusal}"
     );
     // ...until an administrator hands it over.
     namespaces

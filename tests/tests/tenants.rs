@@ -12,8 +12,9 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use verbund_operator::api::{SecurityBaseline, Tenant};
+use verbund_operator::api::Tenant;
 use verbund_operator::quantity::Amount;
+use verbund_tests::baselines::apply_audit_baseline;
 use verbund_tests::control_plane::{self, ControlPlane};
 use verbund_tests::{crds, examples, operator, unique_name, wait};
 
@@ -35,24 +36,7 @@ async fn pool() -> &'static ControlPlane {
                 .await;
             // The test tenants' workloads are about tenancy, not hardening: their baseline
             // audits (Pod Security `restricted` still applies) instead of refusing.
-            let audit = json!({
-                "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "SecurityBaseline",
-                "metadata": { "name": TEST_BASELINE },
-                "spec": {
-                    "protectionLevel": "VeryHigh",
-                    "enforcement": "Audit",
-                    "podSecurity": "Restricted",
-                    "rules": { "runAsNonRoot": true }
-                }
-            });
-            Api::<SecurityBaseline>::all(cp.client().await)
-                .patch(
-                    TEST_BASELINE,
-                    &PatchParams::apply("verbund-tests"),
-                    &Patch::Apply(&audit),
-                )
-                .await
-                .expect("test baseline accepted");
+            apply_audit_baseline(&cp.client().await, TEST_BASELINE).await;
         })
         .await;
     operator::in_process(cp.kubeconfig_path()).await;

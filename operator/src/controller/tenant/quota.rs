@@ -202,13 +202,20 @@ async fn write_quota(
     quota
         .annotations_mut()
         .insert(SHARE_ANNOTATION.into(), format_share(share));
-    ctx.writer
-        .apply_if_changed(
-            &Api::<ResourceQuota>::namespaced(ctx.client.clone(), namespace),
-            quota,
-            stored,
-        )
-        .await?;
+    let api = Api::<ResourceQuota>::namespaced(ctx.client.clone(), namespace);
+    match stored {
+        Some(stored) => {
+            ctx.writer
+                .apply_if_changed(&api, quota, Some(stored))
+                .await?;
+        }
+        // No stored state to compare with: the caller knows the hards must change (or were
+        // edited by someone else, perhaps within the same second as Verbund's last write).
+        None => {
+            meta::stamp(&mut quota);
+            ctx.writer.apply(&api, &quota).await?;
+        }
+    }
     Ok(())
 }
 
