@@ -114,12 +114,21 @@ fn within_routes(host: &str, path: &str) -> String {
     )
 }
 
-/// The CEL expression of each rule, in catalogue order.
-fn expressions() -> [String; 6] {
+/// CEL: the annotation key `k` may be set on a tenant's Ingress.
+fn annotation_allowed() -> String {
     let allowed: Vec<String> = ALLOWED_INGRESS_ANNOTATIONS
         .iter()
         .map(|a| crate::baseline::rules::cel_string(a))
         .collect();
+    format!(
+        "(k in [{}] || k.startsWith({}))",
+        allowed.join(", "),
+        crate::baseline::rules::cel_string(VERBUND_ANNOTATIONS)
+    )
+}
+
+/// The CEL expression of each rule, in catalogue order.
+fn expressions() -> [String; 6] {
     [
         "object.kind != 'Service' || !has(dyn(object).spec.type) || dyn(object).spec.type == 'ClusterIP'".to_string(),
         "object.kind != 'Service' || !has(dyn(object).spec.externalIPs) || size(dyn(object).spec.externalIPs) == 0".to_string(),
@@ -128,9 +137,8 @@ fn expressions() -> [String; 6] {
             within_routes("rule.host", "p.path")
         ),
         format!(
-            "object.kind != 'Ingress' || !has(object.metadata.annotations) || object.metadata.annotations.all(k, k in [{}] || k.startsWith({}))",
-            allowed.join(", "),
-            crate::baseline::rules::cel_string(VERBUND_ANNOTATIONS)
+            "object.kind != 'Ingress' || !has(object.metadata.annotations) || object.metadata.annotations.all(k, {})",
+            annotation_allowed()
         ),
         format!(
             "object.kind != 'PortalService' || !has(dyn(object).spec.exposure) || {}",
@@ -168,14 +176,9 @@ pub fn policy() -> ValidatingAdmissionPolicy {
             message: Some(message(rule)),
             reason: Some("Forbidden".into()),
             message_expression: (rule.name == "ingressAnnotationsAllowed").then(|| {
-                let allowed: Vec<String> = ALLOWED_INGRESS_ANNOTATIONS
-                    .iter()
-                    .map(|a| crate::baseline::rules::cel_string(a))
-                    .collect();
                 format!(
-                    "'ingressAnnotationsAllowed: metadata.annotations ' + object.metadata.annotations.filter(k, !(k in [{}] || k.startsWith({}))).join(', ') + ' not allowed: {} (BSI IT-Grundschutz {})'",
-                    allowed.join(", "),
-                    crate::baseline::rules::cel_string(VERBUND_ANNOTATIONS),
+                    "'ingressAnnotationsAllowed: metadata.annotations ' + object.metadata.annotations.filter(k, !{}).join(', ') + ' not allowed: {} (BSI IT-Grundschutz {})'",
+                    annotation_allowed(),
                     rule.violation,
                     rule.bsi.join(", ")
                 )
