@@ -20,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::{Resource, ResourceExt};
 
 use crate::api::tenant::Tenant;
+use crate::domain::sites::ZONE_LABEL;
 use crate::meta::{
     self, MANAGED_BY, MANAGED_BY_LABEL, MissingOwner, PART_OF, PART_OF_LABEL, TENANT_LABEL,
 };
@@ -58,7 +59,7 @@ pub struct Rule {
 }
 
 /// Every isolation rule, in the policy's order.
-pub const CATALOGUE: [Rule; 6] = [
+pub const CATALOGUE: [Rule; 9] = [
     Rule {
         name: "serviceTypeClusterIP",
         bsi: &["APP.4.4.A7", "APP.4.4.A18"],
@@ -88,6 +89,21 @@ pub const CATALOGUE: [Rule; 6] = [
         name: "noServiceAccountTokenSecrets",
         bsi: &["APP.4.4.A9"],
         violation: "a Secret of type kubernetes.io/service-account-token is a token that never expires: use short-lived projected tokens where the baseline allows them",
+    },
+    Rule {
+        name: "placementWithinSites",
+        bsi: &["APP.4.4.A14", "APP.4.4.A15"],
+        violation: "a pod in a tenant namespace must run only at sites the tenant may use that are certified for its protection level (label verbund.saarland.de/protection-level, else the tenant's maxProtectionLevel): require topology.kubernetes.io/zone In those sites' zones (kubectl get tenant -o jsonpath='{.status.sites}') by nodeSelector or in every required nodeAffinity term; spec.nodeName is not allowed",
+    },
+    Rule {
+        name: "affinityWithinTenant",
+        bsi: &["APP.4.4.A15"],
+        violation: "pod affinity and anti-affinity terms may name only the tenant's own namespaces, and no namespaceSelector: placing pods next to another tenant's reveals and risks them",
+    },
+    Rule {
+        name: "priorityClassAllowed",
+        bsi: &["APP.4.4.A15", "SYS.1.6.A15"],
+        violation: "spec.priorityClassName must be one the Tenant's spec.priorityClasses offers (set by the pool's administrators), or none: a higher priority would preempt other tenants' pods",
     },
 ];
 
@@ -127,8 +143,41 @@ fn annotation_allowed() -> String {
     )
 }
 
+/// CEL: the pod (template) runs only in `variables.zones`: a nodeSelector on the zone, or
+/// every required node affinity term narrowed to those zones; no nodeName.
+fn placed_within_zones() -> String {
+    let zone = crate::baseline::rules::cel_string(ZONE_LABEL);
+    let pod = "variables.podSpec";
+    format!(
+        "(!has({pod}.nodeName) || {pod}.nodeName == '') && ((has({pod}.nodeSelector) && {zone} in {pod}.nodeSelector && {pod}.nodeSelector[{zone}] in variables.zones) || (has({pod}.affinity) && has({pod}.affinity.nodeAffinity) && has({pod}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution) && {pod}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms.all(t, has(t.matchExpressions) && t.matchExpressions.exists(e, e.key == {zone} && e.operator == 'In' && has(e.values) && e.values.all(v, v in variables.zones)))))"
+    )
+}
+
+/// CEL: every pod affinity and anti-affinity term (required or preferred) stays in the
+/// tenant's namespaces.
+fn affinity_within_tenant() -> String {
+    let pod = "variables.podSpec";
+    let within = "(!has(t.namespaceSelector) && (!has(t.namespaces) || t.namespaces.all(n, n in params.spec.namespaces)))";
+    let terms = |kind: &str| {
+        format!(
+            "(!has({pod}.affinity.{kind}) || ((!has({pod}.affinity.{kind}.requiredDuringSchedulingIgnoredDuringExecution) || {pod}.affinity.{kind}.requiredDuringSchedulingIgnoredDuringExecution.all(t, {within})) && (!has({pod}.affinity.{kind}.preferredDuringSchedulingIgnoredDuringExecution) || {pod}.affinity.{kind}.preferredDuringSchedulingIgnoredDuringExecution.map(w, w.podAffinityTerm).all(t, {within}))))"
+        )
+    };
+    format!(
+        "!has({pod}.affinity) || ({} && {})",
+        terms("podAffinity"),
+        terms("podAntiAffinity")
+    )
+}
+
+/// CEL: an expression about the pod spec holds for Pods and workloads, and for an update
+/// that leaves the pod spec as it was (what already runs is not jammed).
+fn for_pods(expression: String) -> String {
+    format!("variables.podSpec == null || variables.podSpecUnchanged || ({expression})")
+}
+
 /// The CEL expression of each rule, in catalogue order.
-fn expressions() -> [String; 6] {
+fn expressions() -> [String; 9] {
     [
         "object.kind != 'Service' || !has(dyn(object).spec.type) || dyn(object).spec.type == 'ClusterIP'".to_string(),
         "object.kind != 'Service' || !has(dyn(object).spec.externalIPs) || size(dyn(object).spec.externalIPs) == 0".to_string(),
@@ -148,7 +197,65 @@ fn expressions() -> [String; 6] {
             )
         ),
         "object.kind != 'Secret' || !has(dyn(object).type) || dyn(object).type != 'kubernetes.io/service-account-token'".to_string(),
+        for_pods(placed_within_zones()),
+        for_pods(affinity_within_tenant()),
+        for_pods("!has(variables.podSpec.priorityClassName) || variables.podSpec.priorityClassName == '' || (has(params.spec.priorityClasses) && variables.podSpec.priorityClassName in params.spec.priorityClasses)".to_string()),
     ]
+}
+
+/// Kinds with a pod template at `spec.template` (CronJobs nest theirs in the job template).
+const TEMPLATED: &str = "['Deployment', 'StatefulSet', 'ReplicaSet', 'DaemonSet', 'Job']";
+
+/// The policy's variables: the routes the tenant holds; the pod spec of a Pod or workload
+/// (null for other kinds) and its labels; whether an update leaves it unchanged; the zones
+/// of the sites the tenant may use that are certified for the pod's protection level.
+fn variables() -> Vec<Variable> {
+    let spec_of = |object: &str| {
+        format!(
+            "{object}.kind == 'Pod' ? dyn({object}).spec : ({object}.kind == 'CronJob' ? dyn({object}).spec.jobTemplate.spec.template.spec : ({object}.kind in {TEMPLATED} ? dyn({object}).spec.template.spec : null))"
+        )
+    };
+    let level = crate::baseline::rules::cel_string(meta::PROTECTION_LEVEL_LABEL);
+    [
+        (
+            "routes",
+            "has(params.status) && has(params.status.routes) ? params.status.routes : []".to_string(),
+        ),
+        ("podSpec", spec_of("object")),
+        (
+            "podLabels",
+            format!(
+                "object.kind == 'Pod' ? (has(object.metadata.labels) ? object.metadata.labels : {{}}) : (object.kind == 'CronJob' ? (has(dyn(object).spec.jobTemplate.spec.template.metadata) && has(dyn(object).spec.jobTemplate.spec.template.metadata.labels) ? dyn(object).spec.jobTemplate.spec.template.metadata.labels : {{}}) : (object.kind in {TEMPLATED} && has(dyn(object).spec.template.metadata) && has(dyn(object).spec.template.metadata.labels) ? dyn(object).spec.template.metadata.labels : {{}}))"
+            ),
+        ),
+        (
+            "podSpecUnchanged",
+            format!(
+                "request.operation == 'UPDATE' && variables.podSpec != null && ({}) == variables.podSpec",
+                spec_of("oldObject")
+            ),
+        ),
+        (
+            "rank",
+            "{'Normal': 0, 'High': 1, 'VeryHigh': 2}".to_string(),
+        ),
+        (
+            "level",
+            format!(
+                "{level} in variables.podLabels && variables.podLabels[{level}] in variables.rank ? variables.podLabels[{level}] : (has(params.spec.maxProtectionLevel) ? params.spec.maxProtectionLevel : 'Normal')"
+            ),
+        ),
+        (
+            "zones",
+            "has(params.status) && has(params.status.sites) ? params.status.sites.filter(s, variables.rank[s.maxProtectionLevel] >= variables.rank[variables.level]).map(s, s.zone) : []".to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, expression)| Variable {
+        name: name.into(),
+        expression,
+    })
+    .collect()
 }
 
 fn labels() -> BTreeMap<String, String> {
@@ -175,14 +282,21 @@ pub fn policy() -> ValidatingAdmissionPolicy {
             expression,
             message: Some(message(rule)),
             reason: Some("Forbidden".into()),
-            message_expression: (rule.name == "ingressAnnotationsAllowed").then(|| {
-                format!(
+            message_expression: match rule.name {
+                "ingressAnnotationsAllowed" => Some(format!(
                     "'ingressAnnotationsAllowed: metadata.annotations ' + object.metadata.annotations.filter(k, !{}).join(', ') + ' not allowed: {} (BSI IT-Grundschutz {})'",
                     annotation_allowed(),
                     rule.violation,
                     rule.bsi.join(", ")
-                )
-            }),
+                )),
+                // Say which zones would do, for the pod's protection level.
+                "placementWithinSites" => Some(format!(
+                    "'placementWithinSites: protection level ' + variables.level + ' may run in the zones [' + variables.zones.join(', ') + ']: {} (BSI IT-Grundschutz {})'",
+                    rule.violation.replace('\'', "\\'"),
+                    rule.bsi.join(", ")
+                )),
+                _ => None,
+            },
         })
         .collect();
     ValidatingAdmissionPolicy {
@@ -199,18 +313,18 @@ pub fn policy() -> ValidatingAdmissionPolicy {
             }),
             match_constraints: Some(MatchResources {
                 resource_rules: Some(vec![
-                    rule("", &["services", "secrets"]),
+                    rule("", &["services", "secrets", "pods"]),
                     rule("networking.k8s.io", &["ingresses"]),
                     rule(Tenant::group(&()).as_ref(), &["portalservices"]),
+                    rule(
+                        "apps",
+                        &["deployments", "statefulsets", "replicasets", "daemonsets"],
+                    ),
+                    rule("batch", &["jobs", "cronjobs"]),
                 ]),
                 ..Default::default()
             }),
-            variables: Some(vec![Variable {
-                name: "routes".into(),
-                expression:
-                    "has(params.status) && has(params.status.routes) ? params.status.routes : []"
-                        .into(),
-            }]),
+            variables: Some(variables()),
             validations: Some(validations),
             ..Default::default()
         }),
@@ -269,6 +383,14 @@ mod tests {
             let m = v.message.as_deref().unwrap_or_default();
             assert!(m.starts_with(&format!("{}: ", rule.name)), "{m}");
             assert!(m.contains("BSI IT-Grundschutz APP.4.4.A"), "{m}");
+            assert!(
+                v.expression.starts_with("variables.podSpec == null")
+                    == (rule.name.starts_with("placement")
+                        || rule.name.starts_with("affinity")
+                        || rule.name.starts_with("priority")),
+                "{}",
+                rule.name
+            );
         }
     }
 

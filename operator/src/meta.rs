@@ -41,6 +41,9 @@ pub const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
 pub const PART_OF: &str = "verbund";
 pub const TENANT_LABEL: &str = "verbund.saarland.de/tenant";
 pub const BASELINE_LABEL: &str = "verbund.saarland.de/baseline";
+/// On a pod (or pod template) in a tenant namespace: the protection need (Schutzbedarf) it
+/// runs at, `Normal`, `High` or `VeryHigh`; without it, the tenant's highest.
+pub const PROTECTION_LEVEL_LABEL: &str = "verbund.saarland.de/protection-level";
 /// On a namespace a tenant let go of (Retain), and on the default-deny policy kept in it: the
 /// tenant it belonged to. Only that tenant may claim it again until an administrator removes
 /// the label.

@@ -323,7 +323,8 @@ async fn audit_admits_then_reports_exactly_the_violations_and_clears_them_when_f
     }
 
     // Status: the namespace and three workloads checked (the Deployments' ReplicaSets and
-    // pods are reported through them), two violating one rule each.
+    // pods are reported through them), two violating: one rule, and hostPath, which is also a
+    // volume type outside the allowed ones.
     let status = wait::until(TIMEOUT, "the audit results", || async {
         let status = b.status().await;
         let counts: Vec<(String, i64)> = status["violations"]
@@ -342,6 +343,7 @@ async fn audit_admits_then_reports_exactly_the_violations_and_clears_them_when_f
         let expected = vec![
             ("probesRequired".to_string(), 1),
             ("noHostPath".to_string(), 1),
+            ("allowedVolumeTypes".to_string(), 1),
         ];
         if status["checked"] == 4 && status["compliant"] == 2 && counts == expected {
             Ok(status)
@@ -430,7 +432,10 @@ async fn audit_admits_then_reports_exactly_the_violations_and_clears_them_when_f
             }
         }
     };
-    let found = wait::until(TIMEOUT, "the PolicyReport with two failures", || report(2)).await;
+    let found = wait::until(TIMEOUT, "the PolicyReport with three failures", || {
+        report(3)
+    })
+    .await;
     let failed: BTreeSet<(String, String)> = found.data["results"]
         .as_array()
         .expect("results")
@@ -453,6 +458,10 @@ async fn audit_admits_then_reports_exactly_the_violations_and_clears_them_when_f
                 "probesrequired-deployment".to_string()
             ),
             ("noHostPath".to_string(), "nohostpath-pod".to_string()),
+            (
+                "allowedVolumeTypes".to_string(),
+                "nohostpath-pod".to_string()
+            ),
         ])
     );
 

@@ -78,10 +78,17 @@ async fn apply_tenant(root: &Client, body: &Value) {
 
 /// Creates a tenant holding `routes` and waits until it is Ready and its admin is bound.
 async fn tenancy(cp: &ControlPlane, prefix: &str, routes: Value) -> Tenancy {
+    tenancy_with(cp, prefix, routes, json!({})).await
+}
+
+/// A tenant as [`tenancy`], with `spec` merged into its spec.
+async fn tenancy_with(cp: &ControlPlane, prefix: &str, routes: Value, spec: Value) -> Tenancy {
     let root = cp.client().await;
     let name = unique_name(prefix);
     let ns = format!("{name}-ns");
-    apply_tenant(&root, &tenant_body(&name, &ns, routes, "Delete")).await;
+    let mut body = tenant_body(&name, &ns, routes, "Delete");
+    merge(&mut body["spec"], &spec);
+    apply_tenant(&root, &body).await;
     wait::ready(&Api::<Tenant>::all(root.clone()), &name, TIMEOUT).await;
     let admin = cp.impersonate(&format!("anna@{name}"), &[]).await;
     Tenancy {
@@ -97,12 +104,13 @@ impl Tenancy {
         admission::create(&self.admin, &self.ns, object, true).await
     }
 
-    /// Waits until admission answers `object` with a refusal (the API server picks up new
-    /// bindings and parameters within a few seconds), and returns that answer.
+    /// Waits until the isolation policy refuses `object` (the API server picks up new
+    /// bindings and parameters within a few seconds; the quota may refuse some of the same
+    /// objects before), and returns that answer.
     async fn refused(&self, object: &Value) -> Answer {
         wait::until(TIMEOUT, "the isolation policy in force", || async {
             let answer = self.dry_run(object).await;
-            if answer.status == 403 {
+            if answer.status == 403 && answer.message.contains("verbund-tenant-isolation") {
                 Ok(answer)
             } else {
                 Err(answer)
@@ -643,4 +651,431 @@ async fn a_released_namespace_keeps_its_default_deny_and_is_not_handed_over_sile
         .delete(&second, &DeleteParams::default())
         .await
         .expect("delete");
+}
+
+/// Creates a site certified for `level`; its zone is its name.
+async fn site(root: &Client, level: &str) -> String {
+    let name = unique_name("rz");
+    Api::<Site>::all(root.clone())
+        .patch(
+            &name,
+            &PatchParams::apply("verbund-tests"),
+            &Patch::Apply(json!({
+                "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "Site",
+                "metadata": { "name": name },
+                "spec": { "displayName": "Testrechenzentrum", "operatedBy": { "kind": "State", "name": "Land" },
+                          "maxProtectionLevel": level }
+            })),
+        )
+        .await
+        .expect("site");
+    name
+}
+
+/// A Deployment whose pod template has `labels` and `spec` merged in.
+fn workload(name: &str, labels: Value, spec: Value) -> Value {
+    let mut object = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": name } },
+            "template": {
+                "metadata": { "labels": { "app": name } },
+                "spec": { "containers": [{ "name": "app", "image": "registry.saarland.de/portal/app:1.0" }] }
+            }
+        }
+    });
+    merge(
+        &mut object["spec"]["template"]["metadata"]["labels"],
+        &labels,
+    );
+    merge(&mut object["spec"]["template"]["spec"], &spec);
+    object
+}
+
+/// A Pod that Pod Security `restricted` admits, with `spec` merged in.
+fn restricted_pod(name: &str, spec: Value) -> Value {
+    let mut object = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name },
+        "spec": {
+            "automountServiceAccountToken": false,
+            "securityContext": { "runAsNonRoot": true, "runAsUser": 10001, "seccompProfile": { "type": "RuntimeDefault" } },
+            "containers": [{
+                "name": "app",
+                "image": "registry.saarland.de/portal/app:1.0",
+                "resources": { "requests": { "cpu": "50m", "memory": "64Mi" }, "limits": { "cpu": "100m", "memory": "64Mi" } },
+                "securityContext": { "allowPrivilegeEscalation": false, "capabilities": { "drop": ["ALL"] } }
+            }]
+        }
+    });
+    merge(&mut object["spec"], &spec);
+    object
+}
+
+const ZONE: &str = "topology.kubernetes.io/zone";
+
+fn in_zones(zones: &[&str]) -> Value {
+    json!({ "affinity": { "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{ "matchExpressions": [{ "key": ZONE, "operator": "In", "values": zones }] }]
+    }}}})
+}
+
+#[tokio::test]
+async fn pods_run_only_at_the_tenants_sites_certified_for_their_protection_level() {
+    let cp = pool().await;
+    let root = cp.client().await;
+    let normal = site(&root, "Normal").await;
+    let very_high = site(&root, "VeryHigh").await;
+    let t = tenancy_with(
+        cp,
+        "place",
+        json!([]),
+        json!({ "maxProtectionLevel": "VeryHigh", "allowedSites": [normal, very_high], "priorityClasses": ["portal-batch"] }),
+    )
+    .await;
+    wait::until(TIMEOUT, "the tenant's sites in its status", || async {
+        let sites = t.status().await["sites"].clone();
+        if sites.as_array().map(Vec::len) == Some(2) {
+            Ok(())
+        } else {
+            Err(sites)
+        }
+    })
+    .await;
+
+    // Unplaced, or at the Normal site without saying the pod's protection level is Normal
+    // (the tenant's highest, VeryHigh, counts): refused, naming the zones that would do.
+    let unplaced = t.refused(&workload("unplaced", json!({}), json!({}))).await;
+    assert_refused_by(&unplaced, "placementWithinSites");
+    assert!(
+        unplaced
+            .message
+            .contains(&format!("VeryHigh may run in the zones [{very_high}]")),
+        "{}",
+        unplaced.message
+    );
+    for (name, labels, spec) in [
+        (
+            "at-normal",
+            json!({}),
+            json!({ "nodeSelector": { ZONE: normal } }),
+        ),
+        (
+            "elsewhere",
+            json!({ "verbund.saarland.de/protection-level": "Normal" }),
+            in_zones(&[&normal, "rz-fremd"]),
+        ),
+        (
+            "node-name",
+            json!({}),
+            json!({ "nodeName": "node-1", "nodeSelector": { ZONE: very_high } }),
+        ),
+        // One term narrowed, the other not: the scheduler may pick either.
+        (
+            "open-term",
+            json!({}),
+            json!({ "affinity": { "nodeAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                { "matchExpressions": [{ "key": ZONE, "operator": "In", "values": [very_high] }] },
+                { "matchExpressions": [{ "key": "kubernetes.io/os", "operator": "In", "values": ["linux"] }] }
+            ] }}}}),
+        ),
+    ] {
+        let answer = t.dry_run(&workload(name, labels, spec)).await;
+        assert_refused_by(&answer, "placementWithinSites");
+    }
+    let pod = restricted_pod("at-normal-pod", json!({ "nodeSelector": { ZONE: normal } }));
+    assert_refused_by(&t.dry_run(&pod).await, "placementWithinSites");
+
+    // Placed as the rule asks: admitted.
+    for (name, labels, spec) in [
+        (
+            "at-very-high",
+            json!({}),
+            json!({ "nodeSelector": { ZONE: very_high } }),
+        ),
+        (
+            "normal-anywhere",
+            json!({ "verbund.saarland.de/protection-level": "Normal" }),
+            in_zones(&[&normal, &very_high]),
+        ),
+    ] {
+        let answer = t.dry_run(&workload(name, labels, spec)).await;
+        assert!(answer.admitted(), "{name}: {answer:?}");
+    }
+
+    // Next to another tenant's pods: refused; within the tenant: admitted.
+    let placed = json!({ "nodeSelector": { ZONE: very_high } });
+    let term = |namespaces: Value, selector: Option<Value>| {
+        let mut term = json!({ "topologyKey": ZONE, "labelSelector": { "matchLabels": { "app": "x" } }, "namespaces": namespaces });
+        if let Some(selector) = selector {
+            term["namespaceSelector"] = selector;
+        }
+        term
+    };
+    let mut next_to_others = placed.clone();
+    merge(
+        &mut next_to_others,
+        &json!({ "affinity": { "podAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [term(json!(["kube-system"]), None)] }}}),
+    );
+    let mut any_namespace = placed.clone();
+    merge(
+        &mut any_namespace,
+        &json!({ "affinity": { "podAntiAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [{ "weight": 10, "podAffinityTerm": term(json!([]), Some(json!({}))) }] }}}),
+    );
+    let mut own = placed.clone();
+    merge(
+        &mut own,
+        &json!({ "affinity": { "podAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": [term(json!([t.ns]), None)] }}}),
+    );
+    assert_refused_by(
+        &t.dry_run(&workload("next-to", json!({}), next_to_others))
+            .await,
+        "affinityWithinTenant",
+    );
+    assert_refused_by(
+        &t.dry_run(&workload("any-ns", json!({}), any_namespace))
+            .await,
+        "affinityWithinTenant",
+    );
+    let answer = t.dry_run(&workload("own", json!({}), own)).await;
+    assert!(answer.admitted(), "{answer:?}");
+
+    // A priority class the tenant is not offered would preempt other tenants' pods.
+    let mut critical = placed.clone();
+    critical["priorityClassName"] = json!("system-cluster-critical");
+    assert_refused_by(
+        &t.dry_run(&workload("critical", json!({}), critical)).await,
+        "priorityClassAllowed",
+    );
+    let mut offered = placed.clone();
+    offered["priorityClassName"] = json!("portal-batch");
+    let answer = t.dry_run(&workload("offered", json!({}), offered)).await;
+    assert!(answer.admitted(), "{answer:?}");
+}
+
+/// The quota of `ns` once the controller-manager has counted it for `key`.
+async fn counted_quota(root: &Client, ns: &str, key: &str) -> ResourceQuota {
+    let quotas: Api<ResourceQuota> = Api::namespaced(root.clone(), ns);
+    wait::until(TIMEOUT, &format!("{key} counted in {ns}"), || async {
+        let quota = quotas
+            .get_opt("verbund-tenant-quota")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "no quota yet".to_string())?;
+        let counted = quota
+            .status
+            .as_ref()
+            .and_then(|s| s.hard.as_ref())
+            .is_some_and(|h| h.contains_key(key));
+        if counted {
+            Ok(quota)
+        } else {
+            Err("not counted yet".to_string())
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_quota_bounds_limits_storage_and_objects() {
+    let cp = pool().await;
+    let root = cp.client().await;
+    let zone = site(&root, "VeryHigh").await;
+    let t = tenancy_with(
+        cp,
+        "objects",
+        json!([]),
+        json!({ "quota": { "objectsPerNamespace": 10 } }),
+    )
+    .await;
+    let quota = counted_quota(&root, &t.ns, "count/configmaps").await;
+    let hard = quota.spec.and_then(|s| s.hard).unwrap_or_default();
+    for (key, value) in [
+        ("requests.storage", "0"),
+        ("persistentvolumeclaims", "0"),
+        ("services.nodeports", "0"),
+        ("services.loadbalancers", "0"),
+        ("count/configmaps", "10"),
+        ("count/secrets", "10"),
+        ("count/replicasets.apps", "110"),
+        ("limits.ephemeral-storage", "20Gi"),
+    ] {
+        assert_eq!(hard.get(key).map(|q| q.0.as_str()), Some(value), "{key}");
+    }
+
+    // Tiny requests with huge limits: refused by the LimitRange.
+    let pods_ready = || async {
+        Api::<ServiceAccount>::namespaced(root.clone(), &t.ns)
+            .get_opt("default")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "no default service account yet".to_string())
+    };
+    wait::until(TIMEOUT, "the default service account", pods_ready).await;
+    let greedy = restricted_pod(
+        "greedy",
+        json!({
+            "nodeSelector": { ZONE: zone },
+            "containers": [{
+            "name": "app", "image": "registry.saarland.de/portal/app:1.0",
+            "resources": { "requests": { "cpu": "10m", "memory": "16Mi" }, "limits": { "cpu": "100m", "memory": "1Gi" } },
+            "securityContext": { "allowPrivilegeEscalation": false, "capabilities": { "drop": ["ALL"] } }
+        }]
+        }),
+    );
+    let answer = t.dry_run(&greedy).await;
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert!(
+        answer
+            .message
+            .contains("memory max limit to request ratio per Container is 4"),
+        "{}",
+        answer.message
+    );
+
+    // No storage in the tenant's quota: no claim.
+    counted_quota(&root, &t.ns, "requests.storage").await;
+    let claim = json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": { "name": "daten" },
+        "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } }
+    });
+    let answer = t.dry_run(&claim).await;
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert!(
+        answer
+            .message
+            .contains("exceeded quota: verbund-tenant-quota"),
+        "{}",
+        answer.message
+    );
+
+    // An object flood stops at the count (the namespace's own CA ConfigMap counts too).
+    let mut created = 0;
+    let refusal = loop {
+        let config = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": format!("flut-{created}") }, "data": { "x": "y" } });
+        let answer = admission::create(&t.admin, &t.ns, &config, false).await;
+        if !answer.admitted() {
+            break answer;
+        }
+        created += 1;
+        assert!(created <= 10, "more ConfigMaps than the quota's count");
+    };
+    assert_eq!(refusal.status, 403, "{refusal:?}");
+    assert!(
+        refusal.message.contains("count/configmaps"),
+        "{}",
+        refusal.message
+    );
+}
+
+#[tokio::test]
+async fn pod_refusals_name_the_verbund_rule_where_pod_security_only_warns() {
+    use verbund_operator::api::security_baseline::RuleName;
+    use verbund_operator::baseline::{fixtures, rules};
+    let cp = pool().await;
+    let root = cp.client().await;
+    let zone = site(&root, "VeryHigh").await;
+    // An enforcing baseline with every rule: it covers every check of Pod Security
+    // `restricted`, so Pod Security warns and audits there and Verbund refuses.
+    let baseline = unique_name("sbl-psa");
+    Api::<verbund_operator::api::SecurityBaseline>::all(root.clone())
+        .patch(
+            &baseline,
+            &PatchParams::apply("verbund-tests"),
+            &Patch::Apply(json!({
+                "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "SecurityBaseline",
+                "metadata": { "name": baseline },
+                "spec": { "protectionLevel": "High", "enforcement": "Enforce", "podSecurity": "Restricted", "rules": fixtures::all_rules() }
+            })),
+        )
+        .await
+        .expect("baseline");
+    let t = tenancy_with(cp, "psa", json!([]), json!({ "baseline": baseline })).await;
+    let labels = Api::<Namespace>::all(root.clone())
+        .get(&t.ns)
+        .await
+        .expect("ns")
+        .labels()
+        .clone();
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("privileged")
+    );
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/warn")
+            .map(String::as_str),
+        Some("restricted")
+    );
+    Api::<ServiceAccount>::namespaced(root.clone(), &t.ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": fixtures::SERVICE_ACCOUNT } }))
+                .expect("sa"),
+        )
+        .await
+        .expect("service account");
+    let policy = format!("ValidatingAdmissionPolicy 'verbund-{baseline}'");
+    let placed = |rule: RuleName| {
+        let mut pod = fixtures::breaking(rule, "Pod").object;
+        pod["spec"]["nodeSelector"] = json!({ ZONE: zone });
+        pod
+    };
+    // Pod Security `baseline` and `restricted` checks, each met first by Verbund's rule.
+    for rule in [
+        RuleName::NoPrivilegeEscalation,
+        RuleName::NoHostNamespaces,
+        RuleName::NoHostPath,
+        RuleName::NoHostPorts,
+        RuleName::KernelIsolation,
+        RuleName::NoHostProbes,
+        RuleName::SeccompRuntimeDefault,
+        RuleName::DropAllCapabilities,
+        RuleName::RunAsNonRoot,
+        RuleName::AllowedVolumeTypes,
+    ] {
+        let pod = placed(rule);
+        let answer = wait::until(TIMEOUT, "the baseline in force", || async {
+            let answer = t.dry_run(&pod).await;
+            if answer.message.contains(&policy) {
+                Ok(answer)
+            } else {
+                Err(answer)
+            }
+        })
+        .await;
+        assert_eq!(answer.status, 403, "{answer:?}");
+        let key = rules::rule_key(rule);
+        assert!(
+            answer.message.contains(&format!("{key}: ")),
+            "{key}: {}",
+            answer.message
+        );
+        assert!(
+            !answer.message.contains("PodSecurity"),
+            "{key}: {}",
+            answer.message
+        );
+        for id in rules::rule(rule).bsi {
+            assert!(
+                answer.message.contains(id),
+                "{key}: {id}: {}",
+                answer.message
+            );
+        }
+    }
+    let mut compliant = fixtures::compliant()[0].object.clone();
+    compliant["spec"]["nodeSelector"] = json!({ ZONE: zone });
+    let answer = t.dry_run(&compliant).await;
+    assert!(answer.admitted(), "{answer:?}");
+    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
 }

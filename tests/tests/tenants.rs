@@ -20,6 +20,11 @@ use verbund_tests::{crds, examples, operator, unique_name, wait};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The node label of a site's zone, and the zone of an example site every test tenant may
+/// use: admission lets a tenant's pods run only there.
+const ZONE: &str = "topology.kubernetes.io/zone";
+const SITE_ZONE: &str = "rz-land";
+
 /// The baseline of the test tenants (the Saarland tenants keep theirs).
 const TEST_BASELINE: &str = "tenancy-tests";
 
@@ -30,10 +35,13 @@ async fn pool() -> &'static ControlPlane {
     crds::ensure_installed(&cp.client().await).await;
     BASELINES
         .get_or_init(|| async {
-            let file = examples::saarland_dir().join("10-baselines.yaml");
-            cp.kubectl()
-                .ok(["apply", "--server-side", "-f", &file.to_string_lossy()])
-                .await;
+            // The sites first: a tenant's pods may run only in the zones of its sites.
+            for file in ["00-sites.yaml", "10-baselines.yaml"] {
+                let file = examples::saarland_dir().join(file);
+                cp.kubectl()
+                    .ok(["apply", "--server-side", "-f", &file.to_string_lossy()])
+                    .await;
+            }
             // The test tenants' workloads are about tenancy, not hardening: their baseline
             // audits (Pod Security `restricted` still applies) instead of refusing.
             apply_audit_baseline(&cp.client().await, TEST_BASELINE).await;
@@ -101,9 +109,17 @@ async fn assert_namespace_guarded(client: &Client, tenant: &Tenant, ns: &str) {
         labels.contains_key("verbund.saarland.de/baseline"),
         "{ns} has a baseline label"
     );
+    // The Saarland baselines enforce rules covering every check of Pod Security `restricted`:
+    // Pod Security only warns and audits, and Verbund's policy refuses, naming the rule.
     assert_eq!(
         labels
             .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("privileged")
+    );
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/warn")
             .map(String::as_str),
         Some("restricted")
     );
@@ -260,7 +276,10 @@ fn deployment(name: &str) -> Deployment {
             "selector": { "matchLabels": { "app": name } },
             "template": {
                 "metadata": { "labels": { "app": name } },
-                "spec": { "containers": [{ "name": "web", "image": "registry.saarland.de/test/web:1.0" }] }
+                "spec": {
+                    "nodeSelector": { ZONE: SITE_ZONE },
+                    "containers": [{ "name": "web", "image": "registry.saarland.de/test/web:1.0" }]
+                }
             }
         }
     }))
@@ -390,6 +409,7 @@ fn restricted_pod(name: &str, cpu: &str) -> Pod {
         "metadata": { "name": name },
         "spec": {
             "automountServiceAccountToken": false,
+            "nodeSelector": { ZONE: SITE_ZONE },
             "securityContext": { "runAsNonRoot": true, "runAsUser": 10001, "seccompProfile": { "type": "RuntimeDefault" } },
             "containers": [{
                 "name": "app",

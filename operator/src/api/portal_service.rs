@@ -270,6 +270,8 @@ pub enum Weekday {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("quantity(string(self.cpuLimit)).compareTo(quantity(string(self.cpu))) >= 0").message("spec.resources.cpuLimit must be at least spec.resources.cpu").field_path(".cpuLimit"))]
 #[x_kube(validation = Rule::new("quantity(string(self.memoryLimit)).compareTo(quantity(string(self.memory))) >= 0").message("spec.resources.memoryLimit must be at least spec.resources.memory").field_path(".memoryLimit"))]
+#[x_kube(validation = Rule::new("quantity(string(self.cpuLimit)).asApproximateFloat() <= 10.0 * quantity(string(self.cpu)).asApproximateFloat()").message("spec.resources.cpuLimit may be at most ten times spec.resources.cpu (the tenant's limit/request ratio)").field_path(".cpuLimit"))]
+#[x_kube(validation = Rule::new("quantity(string(self.memoryLimit)).asApproximateFloat() <= 4.0 * quantity(string(self.memory)).asApproximateFloat()").message("spec.resources.memoryLimit may be at most four times spec.resources.memory (the tenant's limit/request ratio)").field_path(".memoryLimit"))]
 pub struct Resources {
     /// CPU request per pod; what the tenant's quota counts and the autoscaler measures against.
     #[serde(default = "default_cpu")]

@@ -136,6 +136,22 @@ pub struct BaselineRules {
     /// Containers must not bind node ports (hostPort) (APP.4.4.A4).
     #[serde(default)]
     pub no_host_ports: bool,
+    /// Pods must stay confined by the kernel: no unconfined AppArmor profile, only the
+    /// container SELinux types and no SELinux user or role, the default /proc mount, only
+    /// namespaced sysctls known to be safe, no Windows host process (SYS.1.6.A17, A21).
+    #[serde(default)]
+    pub kernel_isolation: bool,
+    /// Pods may use only these volume types: configMap, csi, downwardAPI, emptyDir, ephemeral,
+    /// image, persistentVolumeClaim, projected, secret (SYS.1.6.A19).
+    #[serde(default)]
+    pub allowed_volume_types: bool,
+    /// Probes and lifecycle hooks must not name a host: the kubelet would connect to it from
+    /// the node, past the namespace's network policies (APP.4.4.A7).
+    #[serde(default)]
+    pub no_host_probes: bool,
+    /// Every emptyDir must set a sizeLimit, so a pod cannot fill the node's disk (SYS.1.6.A15).
+    #[serde(default)]
+    pub empty_dir_size_limit: bool,
     /// Bound namespaces must have a default-deny NetworkPolicy (APP.4.4.A7, A18).
     #[serde(default)]
     pub default_deny_network: bool,
@@ -186,6 +202,14 @@ pub enum RuleName {
     NoHostPath,
     /// `noHostPorts`: no host ports (APP.4.4.A4).
     NoHostPorts,
+    /// `kernelIsolation`: AppArmor, SELinux, /proc mount, sysctls, no host process (SYS.1.6.A17, A21).
+    KernelIsolation,
+    /// `allowedVolumeTypes`: only the restricted volume types (SYS.1.6.A19).
+    AllowedVolumeTypes,
+    /// `noHostProbes`: probes and lifecycle hooks name no host (APP.4.4.A7).
+    NoHostProbes,
+    /// `emptyDirSizeLimit`: every emptyDir has a sizeLimit (SYS.1.6.A15).
+    EmptyDirSizeLimit,
     /// `defaultDenyNetwork`: a default-deny NetworkPolicy in the namespace (APP.4.4.A7, A18).
     DefaultDenyNetwork,
     /// `minReplicas`: Deployments and StatefulSets run at least this many replicas (APP.4.4.A19, SYS.1.6.A25).
@@ -202,7 +226,7 @@ pub struct BaselineException {
     #[schemars(length(min = 1, max = 63), regex(pattern = common::DNS_LABEL_PATTERN))]
     pub namespace: String,
     /// The rules it is exempt from.
-    #[schemars(length(min = 1, max = 18), extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(length(min = 1, max = 22), extend("x-kubernetes-list-type" = "set"))]
     pub rules: Vec<RuleName>,
     /// Why, for the auditor: what risk is accepted and who decided.
     #[schemars(length(min = 10, max = 512))]

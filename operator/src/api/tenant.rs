@@ -90,6 +90,17 @@ pub struct TenantSpec {
     #[schemars(length(max = 32))]
     pub routes: Vec<Route>,
 
+    /// Priority classes the tenant's pods may name (`spec.priorityClassName`), set by the pool's
+    /// administrators. Empty: none, every pod runs at the cluster's default priority and
+    /// cannot preempt another tenant's pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 8),
+        inner(length(min = 1, max = 253)),
+        extend("x-kubernetes-list-type" = "set")
+    )]
+    pub priority_classes: Vec<String>,
+
     /// What happens to the namespaces when they leave the spec or the Tenant is deleted.
     /// `Retain` (default) keeps them and their workloads, only Verbund lets go of them;
     /// `Delete` removes them with everything in them.
@@ -157,6 +168,21 @@ pub struct TenantQuota {
     /// Number of pods.
     #[schemars(range(min = 1, max = 100000))]
     pub pods: i32,
+    /// Persistent storage all the tenant's volume claims may request together, e.g. "500Gi",
+    /// split evenly over its namespaces. Unset: the tenant claims no persistent volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "common::quantity_schema")]
+    pub storage: Option<Quantity>,
+    /// Objects of each kind a namespace may hold (ConfigMaps, Secrets, Services, Deployments,
+    /// Ingresses, PortalServices, ...; ten times as many ReplicaSets, which Deployments keep
+    /// as history), so that no tenant can flood the pool's etcd. Default 1000.
+    #[serde(default = "default_objects_per_namespace")]
+    #[schemars(range(min = 10, max = 10000))]
+    pub objects_per_namespace: i32,
+}
+
+fn default_objects_per_namespace() -> i32 {
+    1000
 }
 
 /// One allowed egress destination.
@@ -271,6 +297,13 @@ pub struct TenantStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<GrantedRoute>,
 
+    /// The sites the tenant's pods may run on (`spec.allowedSites`, or every site), each with
+    /// its zone and the protection need it is certified for: admission lets a pod in the
+    /// tenant's namespaces run only in the zones of the sites certified for its protection
+    /// level.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<TenantSite>,
+
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -280,6 +313,18 @@ pub struct TenantStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "common::conditions_schema")]
     pub conditions: Conditions,
+}
+
+/// A site a tenant may use.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSite {
+    /// The Site's name.
+    pub name: String,
+    /// Its nodes' `topology.kubernetes.io/zone`.
+    pub zone: String,
+    /// The highest protection need it is certified for.
+    pub max_protection_level: ProtectionLevel,
 }
 
 /// Quota and use per resource (`cpu`, `memory`, `pods`).

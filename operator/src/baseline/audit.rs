@@ -343,6 +343,7 @@ mod tests {
             vec![
                 (RuleName::RunAsNonRoot, 1),
                 (RuleName::NoHostPath, 1),
+                (RuleName::AllowedVolumeTypes, 1),
                 (RuleName::DefaultDenyNetwork, 1)
             ]
         );
@@ -353,7 +354,7 @@ mod tests {
     fn an_exception_hides_its_rule_in_its_namespace_until_it_expires() {
         let exception = BaselineException {
             namespace: "uds-portal".into(),
-            rules: vec![RuleName::NoHostPath],
+            rules: vec![RuleName::NoHostPath, RuleName::AllowedVolumeTypes],
             reason: "node log shipper, replaced in Q1".into(),
             expires: Time(Timestamp::from_second(100).expect("time")),
         };
@@ -370,7 +371,11 @@ mod tests {
             &[facts(objects, true)],
             Timestamp::from_second(100).expect("t"),
         );
-        assert_eq!(summarise(&after).violations.len(), 1);
+        assert_eq!(
+            summarise(&after).violations.len(),
+            2,
+            "hostPath, a volume type"
+        );
     }
 
     #[test]
@@ -380,8 +385,8 @@ mod tests {
         let findings = audit(&b, &[facts(objects, true)], Timestamp::UNIX_EPOCH);
         let report = policy_report(&b, "uds-portal", &findings);
         assert_eq!(report["summary"]["fail"], 1);
-        // 17 workload rules less the failed one, plus the namespace rule that passed.
-        assert_eq!(report["summary"]["pass"], 17);
+        // 21 workload rules less the failed one, plus the namespace rule that passed.
+        assert_eq!(report["summary"]["pass"], 21);
         assert_eq!(report["results"][0]["rule"], "probesRequired");
         assert_eq!(report["results"][0]["resources"][0]["kind"], "Deployment");
         assert_eq!(

@@ -31,6 +31,10 @@ pub fn all_rules() -> BaselineRules {
         no_host_namespaces: true,
         no_host_path: true,
         no_host_ports: true,
+        kernel_isolation: true,
+        allowed_volume_types: true,
+        no_host_probes: true,
+        empty_dir_size_limit: true,
         default_deny_network: true,
         min_replicas: Some(2),
         spread_across_sites: true,
@@ -202,6 +206,19 @@ fn breach(rule: RuleName, spec: &mut Value, replicas: &mut i64) {
         RuleName::NoHostPorts => {
             container["ports"] = json!([{"name": "http", "containerPort": 8080, "hostPort": 8080}])
         }
+        RuleName::KernelIsolation => {
+            container["securityContext"]["appArmorProfile"] = json!({"type": "Unconfined"})
+        }
+        RuleName::AllowedVolumeTypes => {
+            spec["volumes"] =
+                json!([{"name": "share", "nfs": {"server": "nfs.example.org", "path": "/export"}}])
+        }
+        RuleName::NoHostProbes => {
+            container["readinessProbe"]["httpGet"]["host"] = json!("169.254.169.254")
+        }
+        RuleName::EmptyDirSizeLimit => {
+            spec["volumes"] = json!([{"name": "scratch", "emptyDir": {}}])
+        }
         RuleName::DefaultDenyNetwork => {}
         RuleName::MinReplicas => *replicas = 1,
         RuleName::SpreadAcrossSites => {
@@ -212,7 +229,8 @@ fn breach(rule: RuleName, spec: &mut Value, replicas: &mut i64) {
     }
 }
 
-/// An object of `kind` that breaks `rule` (and nothing else).
+/// An object of `kind` that breaks `rule` (and nothing else, but for hostPath, which is a
+/// volume type outside the allowed ones too).
 pub fn breaking(rule: RuleName, kind: &str) -> Fixture {
     let mut spec = compliant_pod_spec();
     let mut replicas = 2;
@@ -222,10 +240,15 @@ pub fn breaking(rule: RuleName, kind: &str) -> Fixture {
         super::rules::rule_key(rule).to_lowercase(),
         kind.to_lowercase()
     );
+    // A hostPath volume is also a volume type outside the allowed ones.
+    let expected = match rule {
+        RuleName::NoHostPath => vec![rule, RuleName::AllowedVolumeTypes],
+        _ => vec![rule],
+    };
     Fixture {
         object: wrap(kind, &name, spec, replicas),
         name,
-        expected: vec![rule],
+        expected,
     }
 }
 
@@ -269,6 +292,22 @@ pub fn evasions() -> Vec<Fixture> {
             RuleName::ImageDigestRequired,
             &image_volume(format!("{REGISTRY}/data:1.0")),
         ),
+        evasion(
+            "selinux-super-privileged",
+            RuleName::KernelIsolation,
+            &|spec| spec["securityContext"]["seLinuxOptions"] = json!({"type": "spc_t"}),
+        ),
+        evasion("selinux-role", RuleName::KernelIsolation, &|spec| {
+            spec["containers"][0]["securityContext"]["seLinuxOptions"] = json!({"role": "system_r"})
+        }),
+        evasion("unsafe-sysctl", RuleName::KernelIsolation, &|spec| {
+            spec["securityContext"]["sysctls"] =
+                json!([{"name": "kernel.msgmax", "value": "65536"}])
+        }),
+        evasion("lifecycle-hook-host", RuleName::NoHostProbes, &|spec| {
+            spec["containers"][0]["lifecycle"] =
+                json!({"postStart": {"httpGet": {"host": "10.0.0.1", "path": "/", "port": 80}}})
+        }),
         evasion(
             "projected-token",
             RuleName::NoServiceAccountTokenAutomount,

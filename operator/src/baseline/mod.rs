@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod fixtures;
+pub mod pod_security;
 pub mod policy;
 pub mod rules;
 pub mod workload;

@@ -267,8 +267,8 @@ mod tests {
         let compiled = compile(&baseline(Enforcement::Warn, vec![]), at(0)).expect("owner");
         let spec = compiled.policy.spec.expect("spec");
         let validations = spec.validations.expect("validations");
-        // 18 rules, one of them (defaultDenyNetwork) about namespaces.
-        assert_eq!(validations.len(), 17);
+        // 22 rules, one of them (defaultDenyNetwork) about namespaces.
+        assert_eq!(validations.len(), 21);
         assert!(validations.iter().all(|v| {
             let m = v.message.as_deref().unwrap_or_default();
             m.contains("BSI IT-Grundschutz")

@@ -8,7 +8,10 @@
 //! containers; `secured`, those and the ephemeral (debug) containers, for the rules about
 //! privileges and images, which a debug container must obey too.
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, SecurityContext};
+use k8s_openapi::api::core::v1::{
+    AppArmorProfile, Container, LifecycleHandler, PodSpec, Probe, SELinuxOptions, SecurityContext,
+    Volume, WindowsSecurityContextOptions,
+};
 
 use crate::api::security_baseline::{BaselineRules, RuleName};
 use crate::domain::sites::ZONE_LABEL as ZONE;
@@ -45,7 +48,7 @@ pub struct Rule {
 }
 
 /// Every rule, in the order of `spec.rules`.
-pub const CATALOGUE: [Rule; 18] = [
+pub const CATALOGUE: [Rule; 22] = [
     Rule {
         name: RuleName::RunAsNonRoot,
         bsi: &["SYS.1.6.A17"],
@@ -137,6 +140,30 @@ pub const CATALOGUE: [Rule; 18] = [
         violation: "a container binds a port of the node (hostPort)",
     },
     Rule {
+        name: RuleName::KernelIsolation,
+        bsi: &["SYS.1.6.A17", "SYS.1.6.A21"],
+        scope: Scope::Pod,
+        violation: "the pod loosens the kernel's confinement: no Unconfined AppArmor profile, SELinux only with the container types (container_t, container_init_t, container_kvm_t, container_engine_t) and no user or role, procMount Default, only the safe namespaced sysctls, no Windows hostProcess",
+    },
+    Rule {
+        name: RuleName::AllowedVolumeTypes,
+        bsi: &["SYS.1.6.A19"],
+        scope: Scope::Pod,
+        violation: "the pod uses a volume type outside configMap, csi, downwardAPI, emptyDir, ephemeral, image, persistentVolumeClaim, projected and secret",
+    },
+    Rule {
+        name: RuleName::NoHostProbes,
+        bsi: &["APP.4.4.A7"],
+        scope: Scope::Pod,
+        violation: "a probe or lifecycle hook names a host (httpGet.host, tcpSocket.host): the kubelet would connect to it from the node, past the network policies",
+    },
+    Rule {
+        name: RuleName::EmptyDirSizeLimit,
+        bsi: &["SYS.1.6.A15"],
+        scope: Scope::Pod,
+        violation: "an emptyDir volume has no sizeLimit: it could fill the node's disk",
+    },
+    Rule {
         name: RuleName::DefaultDenyNetwork,
         bsi: &["APP.4.4.A7", "APP.4.4.A18"],
         scope: Scope::Namespace,
@@ -190,6 +217,10 @@ pub fn enabled(name: RuleName, rules: &BaselineRules) -> bool {
         RuleName::NoHostNamespaces => rules.no_host_namespaces,
         RuleName::NoHostPath => rules.no_host_path,
         RuleName::NoHostPorts => rules.no_host_ports,
+        RuleName::KernelIsolation => rules.kernel_isolation,
+        RuleName::AllowedVolumeTypes => rules.allowed_volume_types,
+        RuleName::NoHostProbes => rules.no_host_probes,
+        RuleName::EmptyDirSizeLimit => rules.empty_dir_size_limit,
         RuleName::DefaultDenyNetwork => rules.default_deny_network,
         RuleName::MinReplicas => rules.min_replicas.is_some(),
         RuleName::SpreadAcrossSites => rules.spread_across_sites,
@@ -294,6 +325,27 @@ pub fn cel(name: RuleName, rules: &BaselineRules) -> Option<String> {
         RuleName::NoHostNamespaces => "!(has(variables.podSpec.hostNetwork) && variables.podSpec.hostNetwork) && !(has(variables.podSpec.hostPID) && variables.podSpec.hostPID) && !(has(variables.podSpec.hostIPC) && variables.podSpec.hostIPC)".to_string(),
         RuleName::NoHostPath => "!has(variables.podSpec.volumes) || variables.podSpec.volumes.all(v, !has(v.hostPath))".to_string(),
         RuleName::NoHostPorts => "variables.containers.all(c, !has(c.ports) || c.ports.all(p, !has(p.hostPort) || p.hostPort == 0))".to_string(),
+        RuleName::KernelIsolation => kernel_isolation_cel(),
+        RuleName::AllowedVolumeTypes => format!(
+            "!has(variables.podSpec.volumes) || variables.podSpec.volumes.all(v, {})",
+            OTHER_VOLUME_TYPES
+                .map(|t| format!("!has(v.{t})"))
+                .join(" && ")
+        ),
+        RuleName::NoHostProbes => {
+            let handler = |h: &str| {
+                format!("(!has({h}) || ((!has({h}.httpGet) || !has({h}.httpGet.host) || {h}.httpGet.host == '') && (!has({h}.tcpSocket) || !has({h}.tcpSocket.host) || {h}.tcpSocket.host == '')))")
+            };
+            let hooks = ["c.readinessProbe", "c.livenessProbe", "c.startupProbe"]
+                .map(handler)
+                .join(" && ");
+            format!(
+                "variables.secured.all(c, {hooks} && (!has(c.lifecycle) || ({} && {})))",
+                handler("c.lifecycle.postStart"),
+                handler("c.lifecycle.preStop")
+            )
+        }
+        RuleName::EmptyDirSizeLimit => "!has(variables.podSpec.volumes) || variables.podSpec.volumes.all(v, !has(v.emptyDir) || has(v.emptyDir.sizeLimit))".to_string(),
         RuleName::DefaultDenyNetwork => return None,
         RuleName::MinReplicas => {
             let min = rules.min_replicas.unwrap_or(1);
@@ -309,6 +361,97 @@ pub fn cel(name: RuleName, rules: &BaselineRules) -> Option<String> {
         ),
     };
     Some(expression)
+}
+
+/// The volume types Pod Security's `restricted` level allows, and image volumes (which the
+/// image rules vet like containers).
+pub const VOLUME_TYPES: [&str; 9] = [
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "image",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+];
+
+/// Every other volume source of the v1 API: node disks, network file systems, cloud disks
+/// outside the CSI driver's control, git repositories (cloned by the kubelet) and hostPath.
+pub const OTHER_VOLUME_TYPES: [&str; 21] = [
+    "awsElasticBlockStore",
+    "azureDisk",
+    "azureFile",
+    "cephfs",
+    "cinder",
+    "fc",
+    "flexVolume",
+    "flocker",
+    "gcePersistentDisk",
+    "gitRepo",
+    "glusterfs",
+    "hostPath",
+    "iscsi",
+    "nfs",
+    "photonPersistentDisk",
+    "portworxVolume",
+    "quobyte",
+    "rbd",
+    "scaleIO",
+    "storageos",
+    "vsphereVolume",
+];
+
+/// SELinux types a container may run with (Pod Security's list); empty means the runtime's.
+pub const SELINUX_TYPES: [&str; 5] = [
+    "",
+    "container_t",
+    "container_init_t",
+    "container_kvm_t",
+    "container_engine_t",
+];
+
+/// Namespaced sysctls Pod Security knows to be safe: they cannot reach other pods or the node.
+pub const SAFE_SYSCTLS: [&str; 12] = [
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+];
+
+/// CEL: a list literal of strings.
+fn cel_list(values: &[&str]) -> String {
+    values
+        .iter()
+        .map(|v| cel_string(v))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// CEL of `kernelIsolation`: for the pod's and every container's security context (`s`).
+fn kernel_isolation_cel() -> String {
+    let confined = |s: &str| {
+        format!(
+            "!has({s}) || ((!has({s}.appArmorProfile) || {s}.appArmorProfile.type != 'Unconfined') && (!has({s}.seLinuxOptions) || ((!has({s}.seLinuxOptions.type) || {s}.seLinuxOptions.type in [{types}]) && (!has({s}.seLinuxOptions.user) || {s}.seLinuxOptions.user == '') && (!has({s}.seLinuxOptions.role) || {s}.seLinuxOptions.role == ''))) && (!has({s}.windowsOptions) || !has({s}.windowsOptions.hostProcess) || !{s}.windowsOptions.hostProcess))",
+            types = cel_list(&SELINUX_TYPES)
+        )
+    };
+    let pod = "variables.podSpec.securityContext";
+    format!(
+        "({}) && (!has({pod}) || !has({pod}.sysctls) || {pod}.sysctls.all(x, x.name in [{}])) && variables.secured.all(c, ({}) && (!has(c.securityContext) || !has(c.securityContext.procMount) || c.securityContext.procMount == 'Default'))",
+        confined(pod),
+        cel_list(&SAFE_SYSCTLS),
+        confined("c.securityContext"),
+    )
 }
 
 /// A Pod or a workload with a pod template, as the audit sees it.
@@ -357,6 +500,106 @@ fn images(pod: &PodSpec) -> impl Iterator<Item = &str> {
             .filter_map(|v| v.image.as_ref())
             .map(|i| i.reference.as_deref().unwrap_or_default()),
     )
+}
+
+/// Does the pod stay confined by the kernel (the `kernelIsolation` rule)?
+fn kernel_confined(pod: &PodSpec) -> bool {
+    fn confined(
+        app_armor: Option<&AppArmorProfile>,
+        se_linux: Option<&SELinuxOptions>,
+        windows: Option<&WindowsSecurityContextOptions>,
+    ) -> bool {
+        app_armor.is_none_or(|p| p.type_ != "Unconfined")
+            && se_linux.is_none_or(|o| {
+                SELINUX_TYPES.contains(&o.type_.as_deref().unwrap_or_default())
+                    && o.user.as_deref().unwrap_or_default().is_empty()
+                    && o.role.as_deref().unwrap_or_default().is_empty()
+            })
+            && windows.and_then(|w| w.host_process) != Some(true)
+    }
+    let pod_sc = pod.security_context.as_ref();
+    let pod_ok = pod_sc.is_none_or(|s| {
+        confined(
+            s.app_armor_profile.as_ref(),
+            s.se_linux_options.as_ref(),
+            s.windows_options.as_ref(),
+        ) && s
+            .sysctls
+            .iter()
+            .flatten()
+            .all(|x| SAFE_SYSCTLS.contains(&x.name.as_str()))
+    });
+    pod_ok
+        && secured(pod).all(|c| {
+            c.security.is_none_or(|s| {
+                confined(
+                    s.app_armor_profile.as_ref(),
+                    s.se_linux_options.as_ref(),
+                    s.windows_options.as_ref(),
+                ) && s.proc_mount.as_deref().is_none_or(|m| m == "Default")
+            })
+        })
+}
+
+/// Is the volume of a type the `allowedVolumeTypes` rule admits? (Its sources by their JSON
+/// names, as CEL sees them.)
+fn volume_type_allowed(volume: &Volume) -> bool {
+    serde_json::to_value(volume)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .is_some_and(|fields| {
+            fields
+                .keys()
+                .all(|k| !OTHER_VOLUME_TYPES.contains(&k.as_str()))
+        })
+}
+
+/// The hosts of every probe and lifecycle hook of every container: (httpGet.host, tcpSocket.host).
+fn secured_handlers(pod: &PodSpec) -> impl Iterator<Item = (Option<&str>, Option<&str>)> {
+    fn of_probe(p: Option<&Probe>) -> Option<(Option<&str>, Option<&str>)> {
+        p.map(|p| {
+            (
+                p.http_get.as_ref().and_then(|h| h.host.as_deref()),
+                p.tcp_socket.as_ref().and_then(|t| t.host.as_deref()),
+            )
+        })
+    }
+    fn of_hook(h: Option<&LifecycleHandler>) -> Option<(Option<&str>, Option<&str>)> {
+        h.map(|h| {
+            (
+                h.http_get.as_ref().and_then(|h| h.host.as_deref()),
+                h.tcp_socket.as_ref().and_then(|t| t.host.as_deref()),
+            )
+        })
+    }
+    let containers = all_containers(pod).map(|c| {
+        (
+            c.readiness_probe.as_ref(),
+            c.liveness_probe.as_ref(),
+            c.startup_probe.as_ref(),
+            c.lifecycle.as_ref(),
+        )
+    });
+    let debug = pod.ephemeral_containers.iter().flatten().map(|c| {
+        (
+            c.readiness_probe.as_ref(),
+            c.liveness_probe.as_ref(),
+            c.startup_probe.as_ref(),
+            c.lifecycle.as_ref(),
+        )
+    });
+    containers
+        .chain(debug)
+        .flat_map(|(readiness, liveness, startup, lifecycle)| {
+            [
+                of_probe(readiness),
+                of_probe(liveness),
+                of_probe(startup),
+                of_hook(lifecycle.and_then(|l| l.post_start.as_ref())),
+                of_hook(lifecycle.and_then(|l| l.pre_stop.as_ref())),
+            ]
+        })
+        .flatten()
 }
 
 /// True when a security context names user or group 0 (root) anywhere.
@@ -481,6 +724,15 @@ pub fn satisfied(name: RuleName, rules: &BaselineRules, workload: &Workload<'_>)
                 .flatten()
                 .all(|p| p.host_port.unwrap_or(0) == 0)
         }),
+        RuleName::KernelIsolation => kernel_confined(pod),
+        RuleName::AllowedVolumeTypes => pod.volumes.iter().flatten().all(volume_type_allowed),
+        RuleName::NoHostProbes => secured_handlers(pod)
+            .all(|(http, tcp)| http.is_none_or(str::is_empty) && tcp.is_none_or(str::is_empty)),
+        RuleName::EmptyDirSizeLimit => pod
+            .volumes
+            .iter()
+            .flatten()
+            .all(|v| v.empty_dir.as_ref().is_none_or(|e| e.size_limit.is_some())),
         RuleName::DefaultDenyNetwork => true,
         RuleName::MinReplicas => {
             !replicated || workload.replicas.unwrap_or(1) >= rules.min_replicas.unwrap_or(1)

@@ -140,6 +140,26 @@ pub fn tenant_label<K: kube::Resource>(object: &K) -> Option<&str> {
     tenant_of_labels(object.labels())
 }
 
+/// The sites `tenant` may use (`spec.allowedSites`, or all), sorted by name, as its status
+/// lists them for admission.
+pub fn usable_sites(
+    tenant: &Tenant,
+    sites: &[std::sync::Arc<crate::api::site::Site>],
+) -> Vec<crate::api::tenant::TenantSite> {
+    let allowed = &tenant.spec.allowed_sites;
+    let mut usable: Vec<_> = sites
+        .iter()
+        .filter(|s| allowed.is_empty() || allowed.contains(&s.name_any()))
+        .map(|s| crate::api::tenant::TenantSite {
+            name: s.name_any(),
+            zone: super::sites::zone_of(s),
+            max_protection_level: s.spec.max_protection_level,
+        })
+        .collect();
+    usable.sort_by(|a, b| a.name.cmp(&b.name));
+    usable
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,6 +108,19 @@ pub fn build(ps: &PortalService, inputs: &Inputs<'_>) -> Result<Desired, Missing
     })
 }
 
+/// The pod labels plus the service's protection need, by which admission checks that its
+/// pods run only at sites certified for it (`isolation`).
+fn with_protection_level(
+    mut labels: BTreeMap<String, String>,
+    ps: &PortalService,
+) -> BTreeMap<String, String> {
+    labels.insert(
+        meta::PROTECTION_LEVEL_LABEL.into(),
+        ps.spec.protection_level.to_string(),
+    );
+    labels
+}
+
 /// The Deployment: rolling updates that never go below the ready count, the hardened pod.
 /// No `replicas`: the autoscaler owns it.
 fn deployment(
@@ -130,7 +143,7 @@ fn deployment(
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels),
+                    labels: Some(with_protection_level(labels, ps)),
                     ..Default::default()
                 }),
                 spec: Some(pod_spec(ps, eligible, selector)),

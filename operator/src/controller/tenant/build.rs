@@ -20,8 +20,8 @@ use kube::ResourceExt;
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
 
-use crate::api::security_baseline::PodSecurityLevel;
 use crate::api::tenant::{EgressRule, SubjectKind, Tenant, TransportProtocol};
+use crate::baseline::pod_security;
 use crate::controller::Settings;
 use crate::domain::resources::{Resource, Resources};
 use crate::domain::tenancy::{
@@ -30,6 +30,7 @@ use crate::domain::tenancy::{
 };
 use crate::isolation;
 use crate::meta::{self, BASELINE_LABEL, MissingOwner, TENANT_LABEL};
+use crate::quantity::Amount;
 
 /// The label every namespace carries with its own name (set by the API server).
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -72,7 +73,7 @@ impl ChildMeta {
 /// Builds the desired children. `pod_security` comes from the bound baseline.
 pub fn build(
     tenant: &Tenant,
-    pod_security: PodSecurityLevel,
+    pod_security: pod_security::Labels,
     settings: &Settings,
 ) -> Result<Desired, MissingOwner> {
     let child = ChildMeta {
@@ -88,7 +89,7 @@ pub fn build(
             namespace: namespace(&child.tenant, ns, &baseline, pod_security),
             limit_range: LimitRange {
                 metadata: child.of(LIMIT_RANGE_NAME, ns),
-                spec: Some(limit_range_spec()),
+                spec: Some(limit_range_spec(tenant)),
             },
             role_binding: role_binding(tenant, child.of(ROLE_BINDING_NAME, ns)),
             network_policies: network_policies(tenant, ns, settings, &child),
@@ -100,21 +101,22 @@ pub fn build(
     })
 }
 
-/// A tenant namespace: common labels, the baseline label and Pod Security Admission labels.
+/// A tenant namespace: common labels, the baseline label and Pod Security Admission labels
+/// (`baseline::pod_security`: a backstop where Verbund's policy refuses first).
 /// No owner reference: namespaces outlive a Retain tenant; the finalizer releases them.
 fn namespace(
     tenant: &str,
     name: &str,
     baseline: &str,
-    pod_security: PodSecurityLevel,
+    pod_security: pod_security::Labels,
 ) -> Namespace {
-    let level = match pod_security {
-        PodSecurityLevel::Restricted => "restricted",
-        PodSecurityLevel::Baseline => "baseline",
-    };
     let mut labels = meta::common_labels(tenant);
     labels.insert(BASELINE_LABEL.into(), baseline.into());
-    for mode in ["enforce", "warn", "audit"] {
+    for (mode, level) in [
+        ("enforce", pod_security.enforce),
+        ("warn", pod_security.warn),
+        ("audit", pod_security.warn),
+    ] {
         labels.insert(format!("pod-security.kubernetes.io/{mode}"), level.into());
         labels.insert(
             format!("pod-security.kubernetes.io/{mode}-version"),
@@ -131,7 +133,39 @@ fn namespace(
     }
 }
 
-/// The quota of one namespace with the given hards.
+/// Kinds whose objects a namespace's quota counts (`count/<resource>`): what a tenant admin
+/// can create in numbers, so that no tenant floods etcd. Events are left out (the cluster's
+/// own controllers write them), and so are PortalServices: the controller-manager counts a
+/// custom resource only after its next discovery, and until then the quota would refuse
+/// every new service ("status unknown"); each service's children are counted.
+pub const COUNTED_OBJECTS: [&str; 11] = [
+    "configmaps",
+    "secrets",
+    "services",
+    "serviceaccounts",
+    "deployments.apps",
+    "statefulsets.apps",
+    "jobs.batch",
+    "cronjobs.batch",
+    "ingresses.networking.k8s.io",
+    "horizontalpodautoscalers.autoscaling",
+    "poddisruptionbudgets.policy",
+];
+
+/// ReplicaSets per counted object: a Deployment keeps ten old ones as its history.
+const REPLICA_SETS_PER_OBJECT: i64 = 11;
+
+/// Ephemeral storage (container scratch and logs) the quota allows per pod slot, on average:
+/// 2 GiB, in milli-units.
+const EPHEMERAL_STORAGE_PER_POD: i128 = (2 << 30) * 1000;
+
+/// Most a container may take beyond what it requests: CPU ten times, memory four times (the
+/// quota counts requests; memory beyond them is what an OOM kill takes from the neighbours).
+pub const MAX_LIMIT_REQUEST_RATIO: [(&str, &str); 2] = [("cpu", "10"), ("memory", "4")];
+
+/// The quota of one namespace with the given hards (CPU, memory and pods, drawn from the
+/// tenant's quota) and the fixed rest: ephemeral storage per pod slot, the namespace's even
+/// share of persistent storage, object counts, and no node ports or load balancers.
 pub fn quota(
     tenant: &Tenant,
     namespace: &str,
@@ -141,34 +175,94 @@ pub fn quota(
         tenant: tenant.name_any(),
         owner: meta::owner_reference(tenant)?,
     };
+    let mut hard = hards.to_map(Resource::quota_key);
+    let objects = i64::from(tenant.spec.quota.objects_per_namespace);
+    let count = |n: i64| Amount::count(n).to_count();
+    let pod_slots = hards.pods.0 / Amount::count(1).0;
+    hard.insert(
+        "limits.ephemeral-storage".into(),
+        Amount(pod_slots * EPHEMERAL_STORAGE_PER_POD).to_memory(),
+    );
+    let storage = storage_share(tenant);
+    hard.insert("requests.storage".into(), storage.to_memory());
+    hard.insert(
+        "persistentvolumeclaims".into(),
+        count(if storage > Amount::ZERO { objects } else { 0 }),
+    );
+    hard.insert("services.nodeports".into(), count(0));
+    hard.insert("services.loadbalancers".into(), count(0));
+    for kind in COUNTED_OBJECTS {
+        hard.insert(format!("count/{kind}"), count(objects));
+    }
+    hard.insert(
+        "count/replicasets.apps".into(),
+        count(objects * REPLICA_SETS_PER_OBJECT),
+    );
     Ok(ResourceQuota {
         metadata: child.of(QUOTA_NAME, namespace),
         spec: Some(ResourceQuotaSpec {
-            hard: Some(hards.to_map(Resource::quota_key)),
+            hard: Some(hard),
             ..Default::default()
         }),
         status: None,
     })
 }
 
+/// Each namespace's even share of the tenant's persistent storage, in whole MiB.
+fn storage_share(tenant: &Tenant) -> Amount {
+    let total = tenant
+        .spec
+        .quota
+        .storage
+        .as_ref()
+        .and_then(|q| Amount::of(q).ok())
+        .unwrap_or(Amount::ZERO);
+    let namespaces = tenant.spec.namespaces.len().max(1) as i128;
+    let mib = (1 << 20) * 1000;
+    Amount(total.0 / namespaces / mib * mib)
+}
+
 /// Defaults for containers that declare no resources, so that the quota (which counts
-/// requests) admits them with a sensible size.
-fn limit_range_spec() -> LimitRangeSpec {
-    let q = |cpu: &str, memory: &str| -> BTreeMap<String, Quantity> {
-        [
-            ("cpu".to_string(), Quantity(cpu.into())),
-            ("memory".to_string(), Quantity(memory.into())),
-        ]
-        .into()
+/// requests) admits them with a sensible size; maxima (nothing larger than the tenant's whole
+/// quota) and limit/request ratios, so that tiny requests cannot hide huge limits; claims no
+/// larger than the namespace's share of storage.
+fn limit_range_spec(tenant: &Tenant) -> LimitRangeSpec {
+    let q = |pairs: &[(&str, &str)]| -> BTreeMap<String, Quantity> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+            .collect()
     };
-    LimitRangeSpec {
-        limits: vec![LimitRangeItem {
-            type_: "Container".into(),
-            default_request: Some(q("100m", "128Mi")),
-            default: Some(q("500m", "512Mi")),
+    let quota = &tenant.spec.quota;
+    let mut limits = vec![LimitRangeItem {
+        type_: "Container".into(),
+        default_request: Some(q(&[
+            ("cpu", "100m"),
+            ("memory", "128Mi"),
+            ("ephemeral-storage", "64Mi"),
+        ])),
+        default: Some(q(&[
+            ("cpu", "500m"),
+            ("memory", "512Mi"),
+            ("ephemeral-storage", "1Gi"),
+        ])),
+        max: Some(q(&[
+            ("cpu", &quota.cpu.0),
+            ("memory", &quota.memory.0),
+            ("ephemeral-storage", "8Gi"),
+        ])),
+        max_limit_request_ratio: Some(q(&MAX_LIMIT_REQUEST_RATIO)),
+        ..Default::default()
+    }];
+    let storage = storage_share(tenant);
+    if storage > Amount::ZERO {
+        limits.push(LimitRangeItem {
+            type_: "PersistentVolumeClaim".into(),
+            max: Some(q(&[("storage", &storage.to_memory().0)])),
             ..Default::default()
-        }],
+        });
     }
+    LimitRangeSpec { limits }
 }
 
 fn role_binding(tenant: &Tenant, metadata: ObjectMeta) -> RoleBinding {
@@ -436,7 +530,7 @@ mod tests {
             &["lhs-portal", "lhs-intern"],
             json!({ "admins": [{ "kind": "Group", "name": "lhs-admins" }], "maxProtectionLevel": "High" }),
         );
-        let desired = build(&t, PodSecurityLevel::Restricted, &settings()).expect("owner");
+        let desired = build(&t, pod_security::WITHOUT_BASELINE, &settings()).expect("owner");
         assert_eq!(desired.namespaces.len(), 2);
         let first = &desired.namespaces[0];
         let labels = first.namespace.labels();
@@ -471,6 +565,57 @@ mod tests {
     }
 
     #[test]
+    fn the_quota_covers_storage_objects_and_exposure_and_the_limits_bound_ratios() {
+        let t = testing::tenant(
+            "uds",
+            &["uds-a", "uds-b"],
+            json!({ "quota": { "cpu": "8", "memory": "16Gi", "pods": 40, "storage": "101Gi" } }),
+        );
+        let hards = Resources {
+            cpu: Amount(2000),
+            memory: Amount::parse("4Gi").expect("q"),
+            pods: Amount::count(10),
+        };
+        let q = quota(&t, "uds-a", hards).expect("owner");
+        let hard = q.spec.and_then(|s| s.hard).expect("hard");
+        let get = |k: &str| hard.get(k).map(|q| q.0.clone()).unwrap_or_default();
+        assert_eq!(get("requests.cpu"), "2");
+        assert_eq!(
+            get("requests.storage"),
+            "51712Mi",
+            "half of 101Gi, whole MiB"
+        );
+        assert_eq!(get("persistentvolumeclaims"), "1000");
+        assert_eq!(get("limits.ephemeral-storage"), "20Gi", "2Gi per pod slot");
+        assert_eq!(get("services.nodeports"), "0");
+        assert_eq!(get("services.loadbalancers"), "0");
+        assert_eq!(get("count/secrets"), "1000");
+        assert_eq!(get("count/replicasets.apps"), "11000");
+        let limits = limit_range_spec(&t).limits;
+        assert_eq!(
+            limits[0]
+                .max_limit_request_ratio
+                .as_ref()
+                .map(|r| r["memory"].0.clone()),
+            Some("4".into())
+        );
+        assert_eq!(
+            limits[0].max.as_ref().map(|m| m["cpu"].0.clone()),
+            Some("8".into())
+        );
+        assert_eq!(limits[1].type_, "PersistentVolumeClaim");
+
+        let no_storage = testing::tenant("lhs", &["lhs-a"], json!({}));
+        let q = quota(&no_storage, "lhs-a", hards).expect("owner");
+        let hard = q.spec.and_then(|s| s.hard).expect("hard");
+        assert_eq!(
+            hard["persistentvolumeclaims"].0, "0",
+            "no storage, no claims"
+        );
+        assert_eq!(limit_range_spec(&no_storage).limits.len(), 1);
+    }
+
+    #[test]
     fn declared_egress_becomes_one_policy() {
         let t = testing::tenant(
             "lhs",
@@ -480,7 +625,15 @@ mod tests {
                 { "name": "shared", "namespace": "verbund-shared" },
             ] }),
         );
-        let desired = build(&t, PodSecurityLevel::Baseline, &settings()).expect("owner");
+        let desired = build(
+            &t,
+            pod_security::Labels {
+                enforce: "privileged",
+                warn: "baseline",
+            },
+            &settings(),
+        )
+        .expect("owner");
         let egress = desired.namespaces[0]
             .network_policies
             .iter()
@@ -500,6 +653,11 @@ mod tests {
         assert_eq!(
             desired.namespaces[0].namespace.labels()["pod-security.kubernetes.io/warn"],
             "baseline"
+        );
+        assert_eq!(
+            desired.namespaces[0].namespace.labels()["pod-security.kubernetes.io/enforce"],
+            "privileged",
+            "Verbund's policy refuses first"
         );
     }
 }

@@ -32,8 +32,8 @@ use self::read::Observed;
 use super::error::Failure;
 use super::status::Written;
 use super::{Context, Error, reconciled};
-use crate::api::security_baseline::PodSecurityLevel;
 use crate::api::tenant::Tenant;
+use crate::baseline::pod_security;
 use crate::cache::Caches;
 use crate::domain::tenancy;
 
@@ -56,6 +56,7 @@ pub fn run(
     let tenants_for_baselines = tenants.clone();
     let tenants_for_routes = tenants.clone();
     let tenants_for_namespaces = tenants.clone();
+    let tenants_for_sites = tenants.clone();
     Controller::for_shared_stream(caches.tenants().all(), tenants)
         .owns_shared_stream(caches.quotas().all())
         .owns_shared_stream(caches.limit_ranges().all())
@@ -103,6 +104,16 @@ pub fn run(
                         .iter()
                         .any(|r| hosts.contains(&r.host.as_str()))
                 })
+                .map(|t| ObjectRef::from_obj(&*t))
+                .collect::<Vec<_>>()
+        })
+        // The status lists the sites a tenant may use, for admission to place its pods.
+        .watches_shared_stream(caches.sites().spec(), move |site| {
+            let name = site.name_any();
+            tenants_for_sites
+                .state()
+                .into_iter()
+                .filter(|t| t.spec.allowed_sites.is_empty() || t.spec.allowed_sites.contains(&name))
                 .map(|t| ObjectRef::from_obj(&*t))
                 .collect::<Vec<_>>()
         })
@@ -169,7 +180,7 @@ async fn converge(tenant: &Tenant, observed: &Observed, ctx: &Context) -> Result
     validate::validate(tenant, observed)?;
     let pod_security = observed
         .pod_security
-        .unwrap_or(PodSecurityLevel::Restricted);
+        .unwrap_or(pod_security::WITHOUT_BASELINE);
     let desired = build::build(tenant, pod_security, &ctx.settings)?;
     let bindings = apply::apply_children(tenant, desired, ctx).await?;
     quota::reconcile_quotas(tenant, ctx).await?;

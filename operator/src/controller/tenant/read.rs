@@ -7,8 +7,8 @@ use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::security_baseline::PodSecurityLevel;
-use crate::api::tenant::{GrantedRoute, Tenant};
+use crate::api::tenant::{GrantedRoute, Tenant, TenantSite};
+use crate::baseline::pod_security;
 use crate::cache::Stores;
 use crate::controller::apply::cached;
 use crate::domain::routes::{self, Taken};
@@ -22,14 +22,16 @@ pub struct Observed {
     pub claimed_by_others: Vec<(String, String)>,
     /// Namespaces labelled for this tenant that are no longer in its spec.
     pub released: Vec<String>,
-    /// The bound baseline's Pod Security level, if the baseline exists.
-    pub pod_security: Option<PodSecurityLevel>,
+    /// Pod Security labels from the bound baseline, if the baseline exists.
+    pub pod_security: Option<pod_security::Labels>,
     /// The quota of each spec namespace, as cached.
     pub quotas: Vec<NamespaceQuota>,
     /// PortalServices in the tenant's namespaces.
     pub services: usize,
     /// The routes the tenant holds.
     pub routes: Vec<GrantedRoute>,
+    /// The sites the tenant may use, by name.
+    pub sites: Vec<TenantSite>,
     /// A route it declares that a senior tenant holds.
     pub route_taken: Option<Taken>,
 }
@@ -71,7 +73,7 @@ pub fn read(tenant: &Tenant, stores: &Stores) -> Observed {
     let pod_security = stores
         .baselines
         .get(&ObjectRef::new(&tenancy::baseline_name(tenant)))
-        .map(|b| b.spec.pod_security);
+        .map(|b| pod_security::labels(&b.spec));
     let quotas = tenancy::tenant_quotas(tenant, |ns| cached(&stores.quotas, ns, QUOTA_NAME));
     let services = tenant
         .spec
@@ -83,7 +85,9 @@ pub fn read(tenant: &Tenant, stores: &Stores) -> Observed {
         Ok(routes) => (routes, None),
         Err(taken) => (Vec::new(), Some(taken)),
     };
+    let sites = tenancy::usable_sites(tenant, &stores.sites.state());
     Observed {
+        sites,
         routes,
         route_taken,
         claimed_by_others,

@@ -72,6 +72,7 @@ pub fn build(
     set_condition(&mut conditions, quota_condition, generation, now);
     TenantStatus {
         routes: observed.routes.clone(),
+        sites: observed.sites.clone(),
         namespaces: spec.namespaces.clone(),
         namespace_count: count(spec.namespaces.len()),
         quota: QuotaStatus {
@@ -105,7 +106,6 @@ pub fn record_metrics(tenant: &str, status: &TenantStatus, metrics: &Metrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::security_baseline::PodSecurityLevel;
     use crate::conditions::{find, is_true};
     use crate::domain::tenancy::namespace_quota;
     use crate::testing;
@@ -118,7 +118,7 @@ mod tests {
             json!({ "requests.cpu": used_cpu, "requests.memory": "1Gi", "pods": "3" }),
         );
         Observed {
-            pod_security: Some(PodSecurityLevel::Restricted),
+            pod_security: Some(crate::baseline::pod_security::WITHOUT_BASELINE),
             quotas: vec![namespace_quota("a", Some(&q)), namespace_quota("b", None)],
             services: 2,
             ..Observed::default()
