@@ -85,8 +85,8 @@ metadata:
     type: kwok
     topology.kubernetes.io/zone: $site
 status:
-  capacity: {cpu: "$node_cpu", memory: $node_memory, pods: "$node_pods"}
-  allocatable: {cpu: "$node_cpu", memory: $node_memory, pods: "$node_pods"}
+  capacity: {cpu: "$node_cpu", memory: $node_memory, pods: "$node_pods", ephemeral-storage: 1800Gi}
+  allocatable: {cpu: "$node_cpu", memory: $node_memory, pods: "$node_pods", ephemeral-storage: 1800Gi}
 YAML
     done
   done

@@ -313,12 +313,18 @@ pub fn is_ready(node: &Node) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Ephemeral storage of a fake node: the local disk of a typical rack server.
+const NODE_DISK: &str = "1800Gi";
+
 /// A node the kwok controller will manage, labelled into site `zone`.
 fn fake_node(name: &str, zone: &str, shape: &NodeShape) -> Node {
     let resources: BTreeMap<String, Quantity> = [
         ("cpu".to_string(), Quantity(shape.cpu.clone())),
         ("memory".to_string(), Quantity(shape.memory.clone())),
         ("pods".to_string(), Quantity(shape.pods.clone())),
+        // The local disk every real node reports: tenant pods request ephemeral storage (the
+        // LimitRange's default), and the scheduler places them only where there is some.
+        ("ephemeral-storage".to_string(), Quantity(NODE_DISK.into())),
     ]
     .into();
     Node {
