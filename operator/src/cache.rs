@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, future::BoxFuture};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -342,6 +345,11 @@ pub struct Stores {
     pub autoscalers: Store<PartialObjectMeta<HorizontalPodAutoscaler>>,
     pub disruption_budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
     pub ingresses: Store<PartialObjectMeta<Ingress>>,
+    /// Verbund's admission policies (the baselines' and the tenant isolation policy), with the
+    /// API server's type-checking status.
+    pub admission_policies: Store<ValidatingAdmissionPolicy>,
+    /// Their bindings (one per baseline, one per tenant).
+    pub policy_bindings: Store<PartialObjectMeta<ValidatingAdmissionPolicyBinding>>,
     /// Lookups that would otherwise scan a store.
     pub indexes: Indexes,
 }
@@ -539,6 +547,8 @@ caches!(
     autoscalers: PartialObjectMeta<HorizontalPodAutoscaler> = plain(managed, strip),
     disruption_budgets: PartialObjectMeta<PodDisruptionBudget> = plain(managed, strip),
     ingresses: PartialObjectMeta<Ingress> = plain(managed, strip),
+    admission_policies: ValidatingAdmissionPolicy = plain(managed, strip),
+    policy_bindings: PartialObjectMeta<ValidatingAdmissionPolicyBinding> = plain(managed, strip),
 );
 
 /// The health of every watch, for `/readyz`.

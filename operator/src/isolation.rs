@@ -20,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::{Resource, ResourceExt};
 
 use crate::api::tenant::Tenant;
+use crate::baseline::rules::cel_string;
 use crate::domain::sites::ZONE_LABEL;
 use crate::meta::{
     self, MANAGED_BY, MANAGED_BY_LABEL, MissingOwner, PART_OF, PART_OF_LABEL, TENANT_LABEL,
@@ -56,6 +57,11 @@ pub struct Rule {
     pub bsi: &'static [&'static str],
     /// What is refused and what to do instead.
     pub violation: &'static str,
+    /// The CEL expression that holds when the object keeps the rule.
+    pub check: fn() -> String,
+    /// A CEL string expression naming what is wrong in this object, said before the
+    /// violation (None: the violation alone).
+    pub detail: Option<fn() -> String>,
 }
 
 /// Every isolation rule, in the policy's order.
@@ -64,46 +70,64 @@ pub const CATALOGUE: [Rule; 9] = [
         name: "serviceTypeClusterIP",
         bsi: &["APP.4.4.A7", "APP.4.4.A18"],
         violation: "a tenant's Service must be of type ClusterIP: NodePort, LoadBalancer and ExternalName Services reach past the tenant's network isolation; publish through a PortalService exposure or an Ingress on the tenant's routes",
+        check: service_type_cluster_ip,
+        detail: None,
     },
     Rule {
         name: "noExternalIPs",
         bsi: &["APP.4.4.A7", "APP.4.4.A18"],
         violation: "a Service may not set spec.externalIPs: they capture traffic meant for other addresses (CVE-2020-8554)",
+        check: no_external_ips,
+        detail: None,
     },
     Rule {
         name: "ingressWithinRoutes",
         bsi: &["APP.4.4.A1", "APP.4.4.A7"],
         violation: "every Ingress rule needs a host and Prefix or Exact paths within the routes the Tenant holds (kubectl get tenant -o jsonpath='{.status.routes}'); TLS hosts too; no default backend",
+        check: ingress_within_routes,
+        detail: None,
     },
     Rule {
         name: "ingressAnnotationsAllowed",
         bsi: &["APP.4.4.A1", "APP.4.4.A7"],
         violation: "an Ingress annotation is not on the allow-list (TLS redirects, body size, timeouts, rate limits, cert-manager issuers): others could steer the shared gateway",
+        check: ingress_annotations_allowed,
+        detail: Some(annotations_not_allowed),
     },
     Rule {
         name: "exposureWithinRoutes",
         bsi: &["APP.4.4.A1", "APP.4.4.A7"],
         violation: "spec.exposure.host and spec.exposure.path must lie within the routes the Tenant holds (kubectl get tenant -o jsonpath='{.status.routes}')",
+        check: exposure_within_routes,
+        detail: None,
     },
     Rule {
         name: "noServiceAccountTokenSecrets",
         bsi: &["APP.4.4.A9"],
         violation: "a Secret of type kubernetes.io/service-account-token is a token that never expires: use short-lived projected tokens where the baseline allows them",
+        check: no_token_secrets,
+        detail: None,
     },
     Rule {
         name: "placementWithinSites",
         bsi: &["APP.4.4.A14", "APP.4.4.A15"],
         violation: "a pod in a tenant namespace must run only at sites the tenant may use that are certified for its protection level (label verbund.saarland.de/protection-level, else the tenant's maxProtectionLevel): require topology.kubernetes.io/zone In those sites' zones (kubectl get tenant -o jsonpath='{.status.sites}') by nodeSelector or in every required nodeAffinity term; spec.nodeName is not allowed",
+        check: placement_within_sites,
+        detail: Some(zones_for_level),
     },
     Rule {
         name: "affinityWithinTenant",
         bsi: &["APP.4.4.A15"],
         violation: "pod affinity and anti-affinity terms may name only the tenant's own namespaces, and no namespaceSelector: placing pods next to another tenant's reveals and risks them",
+        check: affinity_within_tenant,
+        detail: None,
     },
     Rule {
         name: "priorityClassAllowed",
         bsi: &["APP.4.4.A15", "SYS.1.6.A15"],
         violation: "spec.priorityClassName must be one the Tenant's spec.priorityClasses offers (set by the pool's administrators), or none: a higher priority would preempt other tenants' pods",
+        check: priority_class_allowed,
+        detail: None,
     },
 ];
 
@@ -134,19 +158,19 @@ fn within_routes(host: &str, path: &str) -> String {
 fn annotation_allowed() -> String {
     let allowed: Vec<String> = ALLOWED_INGRESS_ANNOTATIONS
         .iter()
-        .map(|a| crate::baseline::rules::cel_string(a))
+        .map(|a| cel_string(a))
         .collect();
     format!(
         "(k in [{}] || k.startsWith({}))",
         allowed.join(", "),
-        crate::baseline::rules::cel_string(VERBUND_ANNOTATIONS)
+        cel_string(VERBUND_ANNOTATIONS)
     )
 }
 
 /// CEL: the pod (template) runs only in `variables.zones`: a nodeSelector on the zone, or
 /// every required node affinity term narrowed to those zones; no nodeName.
 fn placed_within_zones() -> String {
-    let zone = crate::baseline::rules::cel_string(ZONE_LABEL);
+    let zone = cel_string(ZONE_LABEL);
     let pod = "variables.podSpec";
     format!(
         "(!has({pod}.nodeName) || {pod}.nodeName == '') && ((has({pod}.nodeSelector) && {zone} in {pod}.nodeSelector && {pod}.nodeSelector[{zone}] in variables.zones) || (has({pod}.affinity) && has({pod}.affinity.nodeAffinity) && has({pod}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution) && {pod}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms.all(t, has(t.matchExpressions) && t.matchExpressions.exists(e, e.key == {zone} && e.operator == 'In' && has(e.values) && e.values.all(v, v in variables.zones)))))"
@@ -155,7 +179,7 @@ fn placed_within_zones() -> String {
 
 /// CEL: every pod affinity and anti-affinity term (required or preferred) stays in the
 /// tenant's namespaces.
-fn affinity_within_tenant() -> String {
+fn affinity_terms_within_tenant() -> String {
     let pod = "variables.podSpec";
     let within = "(!has(t.namespaceSelector) && (!has(t.namespaces) || t.namespaces.all(n, n in params.spec.namespaces)))";
     let terms = |kind: &str| {
@@ -176,31 +200,65 @@ fn for_pods(expression: String) -> String {
     format!("variables.podSpec == null || variables.podSpecUnchanged || ({expression})")
 }
 
-/// The CEL expression of each rule, in catalogue order.
-fn expressions() -> [String; 9] {
-    [
-        "object.kind != 'Service' || !has(dyn(object).spec.type) || dyn(object).spec.type == 'ClusterIP'".to_string(),
-        "object.kind != 'Service' || !has(dyn(object).spec.externalIPs) || size(dyn(object).spec.externalIPs) == 0".to_string(),
-        format!(
-            "object.kind != 'Ingress' || (!has(dyn(object).spec.defaultBackend) && has(dyn(object).spec.rules) && dyn(object).spec.rules.all(rule, has(rule.host) && has(rule.http) && rule.http.paths.all(p, has(p.path) && p.pathType in ['Prefix', 'Exact'] && {})) && (!has(dyn(object).spec.tls) || dyn(object).spec.tls.all(t, !has(t.hosts) || t.hosts.all(h, variables.routes.exists(r, r.host == h)))))",
-            within_routes("rule.host", "p.path")
-        ),
-        format!(
-            "object.kind != 'Ingress' || !has(object.metadata.annotations) || object.metadata.annotations.all(k, {})",
-            annotation_allowed()
-        ),
-        format!(
-            "object.kind != 'PortalService' || !has(dyn(object).spec.exposure) || {}",
-            within_routes(
-                "dyn(object).spec.exposure.host",
-                "(has(dyn(object).spec.exposure.path) ? dyn(object).spec.exposure.path : '/')"
-            )
-        ),
-        "object.kind != 'Secret' || !has(dyn(object).type) || dyn(object).type != 'kubernetes.io/service-account-token'".to_string(),
-        for_pods(placed_within_zones()),
-        for_pods(affinity_within_tenant()),
-        for_pods("!has(variables.podSpec.priorityClassName) || variables.podSpec.priorityClassName == '' || (has(params.spec.priorityClasses) && variables.podSpec.priorityClassName in params.spec.priorityClasses)".to_string()),
-    ]
+fn service_type_cluster_ip() -> String {
+    "object.kind != 'Service' || !has(dyn(object).spec.type) || dyn(object).spec.type == 'ClusterIP'".to_string()
+}
+
+fn no_external_ips() -> String {
+    "object.kind != 'Service' || !has(dyn(object).spec.externalIPs) || size(dyn(object).spec.externalIPs) == 0".to_string()
+}
+
+fn ingress_within_routes() -> String {
+    format!(
+        "object.kind != 'Ingress' || (!has(dyn(object).spec.defaultBackend) && has(dyn(object).spec.rules) && dyn(object).spec.rules.all(rule, has(rule.host) && has(rule.http) && rule.http.paths.all(p, has(p.path) && p.pathType in ['Prefix', 'Exact'] && {})) && (!has(dyn(object).spec.tls) || dyn(object).spec.tls.all(t, !has(t.hosts) || t.hosts.all(h, variables.routes.exists(r, r.host == h)))))",
+        within_routes("rule.host", "p.path")
+    )
+}
+
+fn ingress_annotations_allowed() -> String {
+    format!(
+        "object.kind != 'Ingress' || !has(object.metadata.annotations) || object.metadata.annotations.all(k, {})",
+        annotation_allowed()
+    )
+}
+
+/// Which annotations are off the allow-list.
+fn annotations_not_allowed() -> String {
+    format!(
+        "'metadata.annotations ' + object.metadata.annotations.filter(k, !{}).join(', ') + ' not allowed'",
+        annotation_allowed()
+    )
+}
+
+fn exposure_within_routes() -> String {
+    format!(
+        "object.kind != 'PortalService' || !has(dyn(object).spec.exposure) || {}",
+        within_routes(
+            "dyn(object).spec.exposure.host",
+            "(has(dyn(object).spec.exposure.path) ? dyn(object).spec.exposure.path : '/')"
+        )
+    )
+}
+
+fn no_token_secrets() -> String {
+    "object.kind != 'Secret' || !has(dyn(object).type) || dyn(object).type != 'kubernetes.io/service-account-token'".to_string()
+}
+
+fn placement_within_sites() -> String {
+    for_pods(placed_within_zones())
+}
+
+/// Which zones would do, for the pod's protection level.
+fn zones_for_level() -> String {
+    "'protection level ' + variables.level + ' may run in the zones [' + variables.zones.join(', ') + ']'".to_string()
+}
+
+fn affinity_within_tenant() -> String {
+    for_pods(affinity_terms_within_tenant())
+}
+
+fn priority_class_allowed() -> String {
+    for_pods("!has(variables.podSpec.priorityClassName) || variables.podSpec.priorityClassName == '' || (has(params.spec.priorityClasses) && variables.podSpec.priorityClassName in params.spec.priorityClasses)".to_string())
 }
 
 /// Kinds with a pod template at `spec.template` (CronJobs nest theirs in the job template).
@@ -215,7 +273,7 @@ fn variables() -> Vec<Variable> {
             "{object}.kind == 'Pod' ? dyn({object}).spec : ({object}.kind == 'CronJob' ? dyn({object}).spec.jobTemplate.spec.template.spec : ({object}.kind in {TEMPLATED} ? dyn({object}).spec.template.spec : null))"
         )
     };
-    let level = crate::baseline::rules::cel_string(meta::PROTECTION_LEVEL_LABEL);
+    let level = cel_string(meta::PROTECTION_LEVEL_LABEL);
     [
         (
             "routes",
@@ -277,26 +335,22 @@ pub fn policy() -> ValidatingAdmissionPolicy {
     };
     let validations = CATALOGUE
         .iter()
-        .zip(expressions())
-        .map(|(rule, expression)| Validation {
-            expression,
+        .map(|rule| Validation {
+            expression: (rule.check)(),
             message: Some(message(rule)),
             reason: Some("Forbidden".into()),
-            message_expression: match rule.name {
-                "ingressAnnotationsAllowed" => Some(format!(
-                    "'ingressAnnotationsAllowed: metadata.annotations ' + object.metadata.annotations.filter(k, !{}).join(', ') + ' not allowed: {} (BSI IT-Grundschutz {})'",
-                    annotation_allowed(),
-                    rule.violation,
-                    rule.bsi.join(", ")
-                )),
-                // Say which zones would do, for the pod's protection level.
-                "placementWithinSites" => Some(format!(
-                    "'placementWithinSites: protection level ' + variables.level + ' may run in the zones [' + variables.zones.join(', ') + ']: {} (BSI IT-Grundschutz {})'",
-                    rule.violation.replace('\'', "\\'"),
-                    rule.bsi.join(", ")
-                )),
-                _ => None,
-            },
+            message_expression: rule.detail.map(|detail| {
+                format!(
+                    "{} + {} + {}",
+                    cel_string(&format!("{}: ", rule.name)),
+                    detail(),
+                    cel_string(&format!(
+                        ": {} (BSI IT-Grundschutz {})",
+                        rule.violation,
+                        rule.bsi.join(", ")
+                    ))
+                )
+            }),
         })
         .collect();
     ValidatingAdmissionPolicy {
@@ -341,12 +395,10 @@ pub fn binding_name(tenant: &str) -> String {
 /// missing Tenant refuses (it is the parameter); the binding goes with the Tenant.
 pub fn binding(tenant: &Tenant) -> Result<ValidatingAdmissionPolicyBinding, MissingOwner> {
     let name = tenant.name_any();
-    let mut labels = labels();
-    labels.insert(TENANT_LABEL.into(), name.clone());
     Ok(ValidatingAdmissionPolicyBinding {
         metadata: ObjectMeta {
             name: Some(binding_name(&name)),
-            labels: Some(labels),
+            labels: Some(meta::common_labels(&name)),
             owner_references: Some(vec![meta::owner_reference(tenant)?]),
             ..Default::default()
         },

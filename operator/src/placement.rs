@@ -79,9 +79,7 @@ pub fn place<'a>(
             Some(Exclusion::Cordoned)
         } else if site.spec.max_protection_level < service.spec.protection_level {
             Some(Exclusion::NotCertified)
-        } else if !tenant.spec.allowed_sites.is_empty()
-            && !tenant.spec.allowed_sites.contains(&name)
-        {
+        } else if !crate::domain::tenancy::may_use(tenant, &name) {
             Some(Exclusion::NotAllowedByTenant)
         } else if !service.spec.placement.sites.is_empty()
             && !service.spec.placement.sites.contains(&name)

@@ -162,9 +162,9 @@ pub const RULES: [Rule; 21] = [
             "validatingadmissionpolicies",
             "validatingadmissionpolicybindings",
         ],
-        verbs: &["get", "create", "patch"],
+        verbs: &["get", "list", "watch", "create", "patch"],
         names: &[],
-        why: "compiles each SecurityBaseline into the admission policy the API server enforces; keeps the pool's tenant isolation policy and binds it once per tenant",
+        why: "compiles each SecurityBaseline into the admission policy the API server enforces; keeps the pool's tenant isolation policy and binds it once per tenant; caches its own (list, watch) to compare before writing and to read the type-checking status",
     },
     Rule {
         groups: &["events.k8s.io"],

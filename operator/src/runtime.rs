@@ -10,11 +10,10 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 
 use anyhow::Context as _;
-use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
-use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::ClusterResourceScope;
 use kube::api::Api;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -122,8 +121,13 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
         Recorder::new(client.clone(), reporter),
         metrics.clone(),
     );
-    ensure_tenant_admin_role(&client, &writer).await?;
-    ensure_isolation_policy(&client, &writer).await?;
+    ensure(
+        &client,
+        &writer,
+        controller::tenant::rbac::tenant_admin_role(),
+    )
+    .await?;
+    ensure(&client, &writer, crate::isolation::policy()).await?;
 
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -268,33 +272,24 @@ async fn report_undecodable(
     Ok(())
 }
 
-/// Applies the `verbund-tenant-admin` ClusterRole when it is missing or not as Verbund defines it.
-/// The pool-wide tenant isolation policy (`isolation`); each Tenant binds it to its namespaces.
-async fn ensure_isolation_policy(client: &Client, writer: &Writer) -> anyhow::Result<()> {
-    let api: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
-    let policy = crate::isolation::policy();
+/// Applies a cluster-wide object Verbund keeps from start-up (the `verbund-tenant-admin`
+/// ClusterRole, the pool-wide tenant isolation policy) when it is missing or not as Verbund
+/// defines it. Read once: the caches are not running yet.
+async fn ensure<K>(client: &Client, writer: &Writer, desired: K) -> anyhow::Result<()>
+where
+    K: crate::controller::apply::Writable + Resource<Scope = ClusterResourceScope>,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let name = desired.name_any();
+    let what = format!("{} {name}", K::kind(&()));
     let stored = api
-        .get_opt(crate::isolation::POLICY_NAME)
+        .get_opt(&name)
         .await
-        .context("cannot read the tenant isolation ValidatingAdmissionPolicy")?;
+        .with_context(|| format!("cannot read {what}"))?;
     writer
-        .apply_if_changed(&api, policy, stored.as_ref().map(|p| &p.metadata))
+        .apply_if_changed(&api, desired, stored.as_ref().map(|s| s.meta()))
         .await
-        .context("cannot apply the tenant isolation ValidatingAdmissionPolicy")?;
-    Ok(())
-}
-
-async fn ensure_tenant_admin_role(client: &Client, writer: &Writer) -> anyhow::Result<()> {
-    let api: Api<ClusterRole> = Api::all(client.clone());
-    let role = controller::tenant::rbac::tenant_admin_role();
-    let stored = api
-        .get_opt(&role.name_any())
-        .await
-        .context("cannot read ClusterRole verbund-tenant-admin")?;
-    writer
-        .apply_if_changed(&api, role, stored.as_ref().map(|r| &r.metadata))
-        .await
-        .context("cannot apply ClusterRole verbund-tenant-admin")?;
+        .with_context(|| format!("cannot apply {what}"))?;
     Ok(())
 }
 

@@ -973,6 +973,54 @@ async fn the_quota_bounds_limits_storage_and_objects() {
         "{}",
         refusal.message
     );
+
+    // A new count in the Tenant reaches the quota though CPU, memory and pods stay as they were.
+    let mut body = tenant_body(&t.name, &t.ns, json!([]), "Delete");
+    body["spec"]["quota"]["objectsPerNamespace"] = json!(20);
+    apply_tenant(&root, &body).await;
+    let quotas: Api<ResourceQuota> = Api::namespaced(root.clone(), &t.ns);
+    wait::until(TIMEOUT, "the new count in the quota", || async {
+        let quota = quotas
+            .get("verbund-tenant-quota")
+            .await
+            .map_err(|e| e.to_string())?;
+        let count = quota
+            .spec
+            .and_then(|s| s.hard)
+            .and_then(|h| h.get("count/configmaps").map(|q| q.0.clone()));
+        if count.as_deref() == Some("20") {
+            Ok(())
+        } else {
+            Err(format!("{count:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_deleted_isolation_binding_comes_back() {
+    let cp = pool().await;
+    let t = tenancy(cp, "rebind", json!([])).await;
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(t.root.clone());
+    let name = format!("verbund-isolation-{}", t.name);
+    let before = bindings.get(&name).await.expect("binding").uid();
+    bindings
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("deleted");
+    wait::until(TIMEOUT, "the binding restored", || async {
+        let now = bindings
+            .get_opt(&name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "absent".to_string())?;
+        if now.uid() != before {
+            Ok(())
+        } else {
+            Err("not yet deleted".to_string())
+        }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -102,11 +102,11 @@ pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// A Kubernetes label value (used for zones).
 pub const LABEL_VALUE_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
 
-/// Amtlicher Regionalschlüssel: 12 digits.
 /// A host name as Ingresses take it: lower-case DNS labels with a top-level domain.
 pub const HOST_PATTERN: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,63}$";
 
 /// A URL path prefix: "/" or segments without a trailing slash, e.g. "/saarbruecken".
 pub const PATH_PREFIX_PATTERN: &str = r"^/([A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*)?$";
 
+/// Amtlicher Regionalschlüssel: 12 digits.
 pub const REGIONAL_KEY_PATTERN: &str = r"^[0-9]{12}$";

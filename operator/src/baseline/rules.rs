@@ -363,22 +363,11 @@ pub fn cel(name: RuleName, rules: &BaselineRules) -> Option<String> {
     Some(expression)
 }
 
-/// The volume types Pod Security's `restricted` level allows, and image volumes (which the
-/// image rules vet like containers).
-pub const VOLUME_TYPES: [&str; 9] = [
-    "configMap",
-    "csi",
-    "downwardAPI",
-    "emptyDir",
-    "ephemeral",
-    "image",
-    "persistentVolumeClaim",
-    "projected",
-    "secret",
-];
-
-/// Every other volume source of the v1 API: node disks, network file systems, cloud disks
-/// outside the CSI driver's control, git repositories (cloned by the kubelet) and hostPath.
+/// The volume sources `allowedVolumeTypes` refuses: every one of the v1 API but those Pod
+/// Security's `restricted` level allows (configMap, csi, downwardAPI, emptyDir, ephemeral,
+/// persistentVolumeClaim, projected, secret) and image volumes, which the image rules vet like
+/// containers. Node disks, network file systems, cloud disks outside a CSI driver's control,
+/// git repositories (cloned by the kubelet) and hostPath.
 pub const OTHER_VOLUME_TYPES: [&str; 21] = [
     "awsElasticBlockStore",
     "azureDisk",

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -337,6 +337,24 @@ where
     let namespace = object.namespace().unwrap_or_default();
     let stored = cached(store, &namespace, &object.name_any());
     let api = Api::namespaced(writer.client.clone(), &namespace);
+    writer
+        .apply_if_changed(&api, object, stored.as_ref().map(|s| s.meta()))
+        .await
+}
+
+/// Applies a cluster-scoped `object` when it differs from what `store` caches under its name
+/// (or someone else changed it).
+pub async fn apply_cached_cluster<K, S>(
+    writer: &Writer,
+    store: &Store<S>,
+    object: K,
+) -> Result<Option<K>, ApiError>
+where
+    K: Writable + Resource<Scope = ClusterResourceScope>,
+    S: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let stored = store.get(&ObjectRef::new(&object.name_any()));
+    let api = Api::all(writer.client.clone());
     writer
         .apply_if_changed(&api, object, stored.as_ref().map(|s| s.meta()))
         .await

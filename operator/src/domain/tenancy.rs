@@ -140,16 +140,21 @@ pub fn tenant_label<K: kube::Resource>(object: &K) -> Option<&str> {
     tenant_of_labels(object.labels())
 }
 
+/// May `tenant` run at site `site`? (`spec.allowedSites`, empty: every site.)
+pub fn may_use(tenant: &Tenant, site: &str) -> bool {
+    let allowed = &tenant.spec.allowed_sites;
+    allowed.is_empty() || allowed.iter().any(|s| s == site)
+}
+
 /// The sites `tenant` may use (`spec.allowedSites`, or all), sorted by name, as its status
 /// lists them for admission.
 pub fn usable_sites(
     tenant: &Tenant,
     sites: &[std::sync::Arc<crate::api::site::Site>],
 ) -> Vec<crate::api::tenant::TenantSite> {
-    let allowed = &tenant.spec.allowed_sites;
     let mut usable: Vec<_> = sites
         .iter()
-        .filter(|s| allowed.is_empty() || allowed.contains(&s.name_any()))
+        .filter(|s| may_use(tenant, &s.name_any()))
         .map(|s| crate::api::tenant::TenantSite {
             name: s.name_any(),
             zone: super::sites::zone_of(s),

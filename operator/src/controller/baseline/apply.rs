@@ -1,14 +1,13 @@
 //! Applying a baseline's admission policy and binding, and reading what the API server made of
 //! them.
 
-use k8s_openapi::api::admissionregistration::v1::{
-    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-};
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy;
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
 
 use crate::baseline::policy::Compiled;
 use crate::controller::Context;
+use crate::controller::apply::apply_cached_cluster;
 use crate::controller::error::ApiError;
 
 /// What the API server made of the compiled policy.
@@ -28,40 +27,17 @@ pub enum Admission {
 /// server made of them. A refusal is a result (the condition says why), not a retry.
 pub async fn apply_policy(ctx: &Context, compiled: Compiled) -> Result<Admission, ApiError> {
     let Compiled { policy, binding } = compiled;
-    let policies: Api<ValidatingAdmissionPolicy> = Api::all(ctx.client.clone());
-    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(ctx.client.clone());
-    let name = policy.name_any();
-
-    let mut stored = policies
-        .get_opt(&name)
-        .await
-        .map_err(ApiError::with(format!(
-            "read ValidatingAdmissionPolicy {name}"
-        )))?;
-    match ctx
-        .writer
-        .apply_if_changed(&policies, policy, stored.as_ref().map(|p| &p.metadata))
-        .await
-    {
+    let stores = &ctx.stores;
+    let mut stored = stores
+        .admission_policies
+        .get(&ObjectRef::new(&policy.name_any()))
+        .map(|p| (*p).clone());
+    match apply_cached_cluster(&ctx.writer, &stores.admission_policies, policy).await {
         Ok(Some(applied)) => stored = Some(applied),
         Ok(None) => {}
         Err(error) => return refusal(error),
     }
-    let stored_binding = bindings
-        .get_opt(&name)
-        .await
-        .map_err(ApiError::with(format!(
-            "read ValidatingAdmissionPolicyBinding {name}"
-        )))?;
-    if let Err(error) = ctx
-        .writer
-        .apply_if_changed(
-            &bindings,
-            binding,
-            stored_binding.as_ref().map(|b| &b.metadata),
-        )
-        .await
-    {
+    if let Err(error) = apply_cached_cluster(&ctx.writer, &stores.policy_bindings, binding).await {
         return refusal(error);
     }
     Ok(admission_of(stored))

@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -15,7 +14,7 @@ use tracing::info;
 use super::build::{self, Desired, NamespaceChildren};
 use crate::api::tenant::{DeletionPolicy, Tenant};
 use crate::controller::Context;
-use crate::controller::apply::apply_cached;
+use crate::controller::apply::{apply_cached, apply_cached_cluster};
 use crate::controller::error::ApiError;
 use crate::domain::tenancy::{
     GUARD_RAIL_POLICIES, LIMIT_RANGE_NAME, POLICY_DEFAULT_DENY, QUOTA_NAME, ROLE_BINDING_NAME,
@@ -38,14 +37,7 @@ pub async fn apply_children(
     let stores = &ctx.stores;
     // The isolation policy's binding first: it holds in a namespace as soon as the namespace
     // carries the tenant's label.
-    let api: Api<ValidatingAdmissionPolicyBinding> = Api::all(ctx.client.clone());
-    let name = isolation.name_any();
-    let stored = api.get_opt(&name).await.map_err(ApiError::with(format!(
-        "read ValidatingAdmissionPolicyBinding {name}"
-    )))?;
-    ctx.writer
-        .apply_if_changed(&api, isolation, stored.as_ref().map(|b| &b.metadata))
-        .await?;
+    apply_cached_cluster(&ctx.writer, &stores.policy_bindings, isolation).await?;
     let mut bindings = Vec::new();
     for children in namespaces {
         let NamespaceChildren {

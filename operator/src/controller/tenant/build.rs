@@ -81,6 +81,7 @@ pub fn build(
         owner: meta::owner_reference(tenant)?,
     };
     let baseline = tenancy::baseline_name(tenant);
+    let limits = limit_range_spec(tenant);
     let namespaces = tenant
         .spec
         .namespaces
@@ -89,7 +90,7 @@ pub fn build(
             namespace: namespace(&child.tenant, ns, &baseline, pod_security),
             limit_range: LimitRange {
                 metadata: child.of(LIMIT_RANGE_NAME, ns),
-                spec: Some(limit_range_spec(tenant)),
+                spec: Some(limits.clone()),
             },
             role_binding: role_binding(tenant, child.of(ROLE_BINDING_NAME, ns)),
             network_policies: network_policies(tenant, ns, settings, &child),
@@ -429,7 +430,6 @@ fn allow_gateway(gateway_namespace: &str) -> NetworkPolicySpec {
     }
 }
 
-/// The destinations the tenant declared.
 /// The cloud metadata endpoint: it hands out node credentials.
 const METADATA_ENDPOINT: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
@@ -447,6 +447,7 @@ fn metadata_carved_out(cidr: &str) -> Option<Vec<String>> {
         .then(|| vec![format!("{METADATA_ENDPOINT}/32")])
 }
 
+/// The destinations the tenant declared.
 fn allow_egress(rules: &[EgressRule]) -> NetworkPolicySpec {
     let rules = rules
         .iter()

@@ -62,6 +62,8 @@ pub fn run(
         .owns_shared_stream(caches.limit_ranges().all())
         .owns_shared_stream(caches.role_bindings().all())
         .owns_shared_stream(caches.network_policies().all())
+        // The isolation binding: deleted or edited, it is restored at once.
+        .owns_shared_stream(caches.policy_bindings().all())
         // Namespaces carry no owner reference (they may outlive the tenant): map by label,
         // and an unlabelled one (released, then handed over) to the tenants listing it.
         .watches_shared_stream(
@@ -113,7 +115,7 @@ pub fn run(
             tenants_for_sites
                 .state()
                 .into_iter()
-                .filter(|t| t.spec.allowed_sites.is_empty() || t.spec.allowed_sites.contains(&name))
+                .filter(|t| tenancy::may_use(t, &name))
                 .map(|t| ObjectRef::from_obj(&*t))
                 .collect::<Vec<_>>()
         })

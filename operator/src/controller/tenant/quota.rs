@@ -132,7 +132,9 @@ async fn lower(
         // two. The quota is cached whole, so a different hard is seen, not guessed from times.
         if Some(lowered[ns]) != now.hard {
             write_quota(tenant, ns, lowered[ns], targets[ns], None, ctx).await?;
-        } else if meta::written_by_others(quota.meta(), ctx.writer.manager()) {
+        } else {
+            // The same CPU, memory and pods: written only when the rest of the quota changed
+            // (storage, object counts, from the tenant's spec) or someone else wrote it.
             let stored = Some(quota.meta());
             write_quota(tenant, ns, lowered[ns], targets[ns], stored, ctx).await?;
         }

@@ -38,11 +38,7 @@ pub struct Observed {
 
 /// The tenant a namespace was released from, if it was.
 fn released_from(ns: &PartialObjectMeta<Namespace>) -> Option<&str> {
-    ns.metadata
-        .labels
-        .as_ref()?
-        .get(RELEASED_LABEL)
-        .map(String::as_str)
+    ns.labels().get(RELEASED_LABEL).map(String::as_str)
 }
 
 pub fn read(tenant: &Tenant, stores: &Stores) -> Observed {
