@@ -91,6 +91,16 @@ async fn tenancy_with(cp: &ControlPlane, prefix: &str, routes: Value, spec: Valu
     apply_tenant(&root, &body).await;
     wait::ready(&Api::<Tenant>::all(root.clone()), &name, TIMEOUT).await;
     let admin = cp.impersonate(&format!("anna@{name}"), &[]).await;
+    // Bound: the API server's authorizer sees the RoleBinding a moment after it is stored.
+    let services: Api<PortalService> = Api::namespaced(admin.clone(), &ns);
+    wait::until(TIMEOUT, "the admin bound", || async {
+        services
+            .list(&Default::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
     Tenancy {
         name,
         ns,
