@@ -11,8 +11,9 @@ SHELL := bash
 export VERBUND_TOOLS_CACHE ?= $(HOME)/.cache/verbund/tools
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/verbund/target
 
-# Debian packages the tests use.
-APT_PACKAGES :=
+# Debian packages the tests use: buildah and skopeo build and read the image, podman and runc
+# run it.
+APT_PACKAGES := buildah skopeo podman runc
 
 .PHONY: help
 help: ## List the targets
@@ -37,8 +38,15 @@ test: deps tools lint ## Everything CI checks: formatting, clippy, unit, integra
 	  cargo test --workspace --locked --no-fail-fast
 
 .PHONY: crds
-crds: ## Regenerate crds/ from the Rust types
+crds: ## Regenerate crds/ and the chart's CRDs and RBAC rules from the Rust types
 	cargo run --quiet -p verbund-operator -- crd --output-dir crds
+	cargo run --quiet -p verbund-operator -- crd --output-dir charts/verbund/crds
+	cargo run --quiet -p verbund-operator -- rbac --role operator > charts/verbund/files/operator-rules.yaml
+	cargo run --quiet -p verbund-operator -- rbac --role tenant-admin > charts/verbund/files/tenant-admin-rules.yaml
+
+.PHONY: image
+image: deps ## Build the operator's OCI image (static binary, FROM scratch) as an archive outside the work tree
+	@hack/image.sh
 
 .PHONY: dev
 dev: deps ## Start a simulated pooled data centre with the operator on it (leaves it running)

@@ -35,6 +35,14 @@ enum Command {
         #[arg(long)]
         output_dir: Option<std::path::PathBuf>,
     },
+    /// Print the rules of a ClusterRole Verbund installs as YAML (the Helm chart includes them).
+    Rbac {
+        /// Which role: the operator's own, or the one tenant admins are bound to.
+        #[arg(long, value_enum, default_value_t = crate::rbac::RoleName::Operator)]
+        role: crate::rbac::RoleName,
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::rbac::Format,
+    },
 }
 
 /// Parses the command line, runs the subcommand and maps its outcome to the exit code.
@@ -44,6 +52,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => tokio_main(run(args)),
         Command::Crd { output_dir } => print_crds(output_dir.as_deref()),
+        Command::Rbac { role, format } => print_rules(role, format),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,6 +93,19 @@ fn print_crds(output_dir: Option<&std::path::Path>) -> anyhow::Result<()> {
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
             None => print!("---\n{yaml}"),
+        }
+    }
+    Ok(())
+}
+
+/// Prints a role's rules for the chart (YAML) or the README (a table of the operator's rules).
+fn print_rules(role: crate::rbac::RoleName, format: crate::rbac::Format) -> anyhow::Result<()> {
+    use crate::rbac::{Format, RoleName};
+    match (role, format) {
+        (_, Format::Yaml) => print!("{}", crate::rbac::role_rules_yaml(role)?),
+        (RoleName::Operator, Format::Markdown) => print!("{}", crate::rbac::markdown_table()),
+        (RoleName::TenantAdmin, Format::Markdown) => {
+            anyhow::bail!("--format markdown: only the operator's role has a table")
         }
     }
     Ok(())

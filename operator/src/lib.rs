@@ -12,6 +12,7 @@ pub mod conditions;
 pub mod controller;
 pub mod domain;
 pub mod isolation;
+pub mod leader;
 pub mod meta;
 pub mod metrics;
 pub mod placement;

@@ -12,6 +12,8 @@ pub struct Metrics {
     registry: Registry,
     /// Always 1; its labels say which build is running.
     pub build_info: IntGauge,
+    /// 1 while this replica holds the lease and reconciles; 0 while it follows.
+    pub leader: IntGauge,
     /// Reconciles started, by controller.
     pub reconciles: IntCounterVec,
     /// Time per reconcile, by controller.
@@ -50,6 +52,10 @@ impl Metrics {
                 "Build of the running Verbund operator (always 1).",
             )
             .const_label("version", env!("CARGO_PKG_VERSION")),
+        )?;
+        let leader = IntGauge::new(
+            "verbund_leader",
+            "1 while this replica leads (reconciles and writes), 0 while it follows.",
         )?;
         let reconcile_duration = HistogramVec::new(
             HistogramOpts::new(
@@ -143,6 +149,7 @@ impl Metrics {
             &["baseline", "rule", "bsi"],
         )?;
         registry.register(Box::new(build_info.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
@@ -160,6 +167,7 @@ impl Metrics {
         Ok(Self {
             registry,
             build_info,
+            leader,
             reconciles,
             reconcile_duration,
             reconcile_errors,

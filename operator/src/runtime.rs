@@ -21,6 +21,7 @@ use tracing::info;
 use crate::admin::{self, Health};
 use crate::cache::{Caches, Undecodable};
 use crate::controller::{self, Context, Settings, Writer};
+use crate::leader::{self, Leadership, LeaseArgs};
 use crate::meta::managers;
 use crate::metrics::Metrics;
 
@@ -44,6 +45,8 @@ pub struct RunArgs {
     /// (jittered by up to a tenth, so objects do not all come back at once).
     #[arg(long, env = "VERBUND_RESYNC_SECONDS", default_value_t = 600)]
     pub resync_seconds: u64,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
 }
 
 impl RunArgs {
@@ -54,6 +57,7 @@ impl RunArgs {
             gateway_namespace: "verbund-gateway".into(),
             instance: "verbund-operator".into(),
             resync_seconds: 600,
+            lease: LeaseArgs::single(),
         }
     }
 }
@@ -121,19 +125,14 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
         Recorder::new(client.clone(), reporter),
         metrics.clone(),
     );
-    ensure(
-        &client,
-        &writer,
-        controller::tenant::rbac::tenant_admin_role(),
-    )
-    .await?;
-    ensure(&client, &writer, crate::isolation::policy()).await?;
+    // Followers keep their caches warm and serve /metrics and /readyz; only the leader writes.
+    let leadership = Leadership::join(client.clone(), &args.lease, &args.instance).await?;
 
     let ctx = Arc::new(Context {
         client: client.clone(),
         stores: caches.stores(),
         writer: writer.clone(),
-        metrics,
+        metrics: metrics.clone(),
         settings: Settings {
             gateway_namespace: args.gateway_namespace.clone(),
             resync: Duration::from_secs(args.resync_seconds.max(1)),
@@ -144,13 +143,15 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
     let undecodable = caches.undecodable();
 
     // The controllers subscribe now and start once every cache they read has synced, so that
-    // none of them acts on a partial picture (an empty pod cache, a missing namespace).
+    // none of them acts on a partial picture (an empty pod cache, a missing namespace), and
+    // once this replica leads.
     let synced = CancellationToken::new();
+    let leading = CancellationToken::new();
     let gated = |controller: BoxFuture<'static, ()>| {
-        let (synced, shutdown) = (synced.clone(), shutdown.clone());
+        let (leading, shutdown) = (leading.clone(), shutdown.clone());
         async move {
             tokio::select! {
-                _ = synced.cancelled() => controller.await,
+                _ = leading.cancelled() => controller.await,
                 _ = shutdown.cancelled() => {}
             }
             Ok(())
@@ -184,15 +185,29 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
                     .wait_until_ready()
                     .await
                     .map_err(|e| anyhow::anyhow!("caches never synced: {e}"))?;
-                info!("caches synced; controllers starting; ready");
+                info!("caches synced; ready");
                 health.mark_synced();
                 synced.cancel();
                 Ok(())
             }
         }),
+        Task::until_shutdown(
+            "leader election",
+            lead(
+                leadership.watcher(),
+                Gates {
+                    synced,
+                    leading: leading.clone(),
+                    shutdown: shutdown.clone(),
+                },
+                client.clone(),
+                writer.clone(),
+                metrics,
+            ),
+        ),
         Task::one_off(
             "undecodable objects",
-            report_undecodable(undecodable, writer),
+            gated(report_undecodable(undecodable, writer).map(|_| ()).boxed()),
         ),
         Task::one_off("shutdown", {
             let (health, shutdown) = (health.clone(), shutdown.clone());
@@ -205,7 +220,57 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
         }),
     ];
     let result = supervise(tasks, &shutdown).await;
+    // Nothing writes any more: hand the lease over at once rather than let it expire.
+    leadership.release().await;
     info!("stopped");
+    result
+}
+
+/// The start-up points of a replica: caches synced, leading, shutting down.
+struct Gates {
+    synced: CancellationToken,
+    leading: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+/// Waits for the lease and the caches, keeps the objects Verbund installs as defined, then
+/// opens the `leading` gate for the controllers; fails when the lease is lost.
+async fn lead(
+    mut state: tokio::sync::watch::Receiver<bool>,
+    gates: Gates,
+    client: Client,
+    writer: Writer,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let Gates {
+        synced,
+        leading,
+        shutdown,
+    } = gates;
+    let became_leader = async {
+        leader::acquired(&mut state).await?;
+        synced.cancelled().await;
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        result = became_leader => result?,
+        _ = shutdown.cancelled() => return Ok(()),
+    }
+    info!("leading; controllers starting");
+    metrics.leader.set(1);
+    ensure(
+        &client,
+        &writer,
+        controller::tenant::rbac::tenant_admin_role(),
+    )
+    .await?;
+    ensure(&client, &writer, crate::isolation::policy()).await?;
+    leading.cancel();
+    let result = tokio::select! {
+        result = leader::lost(state) => result,
+        _ = shutdown.cancelled() => Ok(()),
+    };
+    metrics.leader.set(0);
     result
 }
 
@@ -274,7 +339,7 @@ async fn report_undecodable(
 
 /// Applies a cluster-wide object Verbund keeps from start-up (the `verbund-tenant-admin`
 /// ClusterRole, the pool-wide tenant isolation policy) when it is missing or not as Verbund
-/// defines it. Read once: the caches are not running yet.
+/// defines it. Read once, when this replica starts leading.
 async fn ensure<K>(client: &Client, writer: &Writer, desired: K) -> anyhow::Result<()>
 where
     K: crate::controller::apply::Writable + Resource<Scope = ClusterResourceScope>,

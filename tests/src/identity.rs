@@ -93,6 +93,26 @@ pub async fn operator_kubeconfig(
         )
         .await?;
 
+    token_kubeconfig(
+        client,
+        admin_kubeconfig,
+        NAMESPACE,
+        SERVICE_ACCOUNT,
+        "verbund-operator.kubeconfig",
+    )
+    .await
+}
+
+/// Writes a kubeconfig named `file_name` next to `admin_kubeconfig` that authenticates as the
+/// ServiceAccount `namespace/account` with a TokenRequest token (valid a day).
+pub async fn token_kubeconfig(
+    client: &Client,
+    admin_kubeconfig: &Path,
+    namespace: &str,
+    account: &str,
+    file_name: &str,
+) -> Result<PathBuf, HarnessError> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let request = TokenRequest {
         metadata: ObjectMeta::default(),
         spec: Some(TokenRequestSpec {
@@ -102,7 +122,7 @@ pub async fn operator_kubeconfig(
         status: None,
     };
     let token = accounts
-        .create_token_request(SERVICE_ACCOUNT, &PostParams::default(), &request)
+        .create_token_request(account, &PostParams::default(), &request)
         .await?
         .status
         .and_then(|s| s.token)
@@ -118,7 +138,7 @@ pub async fn operator_kubeconfig(
             };
         }
     }
-    let path = admin_kubeconfig.with_file_name("verbund-operator.kubeconfig");
+    let path = admin_kubeconfig.with_file_name(file_name);
     let text = serde_yaml::to_string(&kubeconfig)
         .map_err(|e| HarnessError::Start(format!("kubeconfig: {e}")))?;
     std::fs::write(&path, text).map_err(|e| HarnessError::io(&path, e))?;

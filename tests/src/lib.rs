@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod admission;
+pub mod audit;
 pub mod baselines;
 pub mod cluster;
 pub mod control_plane;

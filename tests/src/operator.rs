@@ -74,6 +74,17 @@ impl OperatorProcess {
         Ok(Self { child, admin, log })
     }
 
+    /// Starts `binary run` against the cluster of `admin_kubeconfig`, authenticated as the
+    /// operator's ServiceAccount (see [`as_operator`]).
+    pub async fn start_as_operator(
+        binary: &Path,
+        admin_kubeconfig: &Path,
+        extra_args: &[&str],
+    ) -> Result<Self, HarnessError> {
+        let kubeconfig = as_operator(admin_kubeconfig).await?;
+        Self::start(binary, &kubeconfig, extra_args).await
+    }
+
     /// Base URL of the admin server (`/livez`, `/readyz`, `/metrics`).
     pub fn admin_url(&self) -> String {
         format!("http://{}", self.admin)
@@ -158,11 +169,13 @@ pub struct InProcessOperator {
 }
 
 impl InProcessOperator {
-    /// Starts the operator against `kubeconfig` and waits until it is ready.
-    pub async fn start(kubeconfig: &Path) -> Result<Self, HarnessError> {
+    /// Starts the operator against the cluster of `admin_kubeconfig`, authenticated as the
+    /// operator's ServiceAccount (`identity`), and waits until it is ready.
+    pub async fn start(admin_kubeconfig: &Path) -> Result<Self, HarnessError> {
+        let kubeconfig = as_operator(admin_kubeconfig).await?;
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)
+        let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig)
             .map_err(|e| HarnessError::Start(format!("kubeconfig: {e}")))?;
         let token = shutdown.clone();
         std::thread::Builder::new()
@@ -233,7 +246,21 @@ impl InProcessOperator {
     }
 }
 
-/// The in-process operator of this test binary, started on first use against `kubeconfig`.
+/// A kubeconfig for the cluster of `admin_kubeconfig` that authenticates as the operator's
+/// ServiceAccount with exactly the chart's rules: the tests never run Verbund as an admin.
+pub async fn as_operator(admin_kubeconfig: &Path) -> Result<std::path::PathBuf, HarnessError> {
+    let config = kube::config::Kubeconfig::read_from(admin_kubeconfig)
+        .map_err(|e| HarnessError::Start(format!("kubeconfig: {e}")))?;
+    let config = kube::Config::from_custom_kubeconfig(config, &Default::default())
+        .await
+        .map_err(|e| HarnessError::Start(format!("kubeconfig: {e}")))?;
+    let client =
+        kube::Client::try_from(config).map_err(|e| HarnessError::Start(format!("client: {e}")))?;
+    crate::identity::operator_kubeconfig(&client, admin_kubeconfig).await
+}
+
+/// The in-process operator of this test binary, started on first use against the cluster of
+/// `kubeconfig`, as the operator's ServiceAccount.
 pub async fn in_process(kubeconfig: &Path) -> &'static InProcessOperator {
     static OPERATOR: tokio::sync::OnceCell<Result<InProcessOperator, HarnessError>> =
         tokio::sync::OnceCell::const_new();

@@ -15,9 +15,10 @@ use verbund_tests::{control_plane, crds, operator_binary};
 async fn with_the_operator_stopped_the_baseline_still_refuses() {
     let cp = control_plane::shared().await;
     crds::ensure_installed(&cp.client().await).await;
-    let mut verbund = OperatorProcess::start(operator_binary!(), cp.kubeconfig_path(), &[])
-        .await
-        .expect("start");
+    let mut verbund =
+        OperatorProcess::start_as_operator(operator_binary!(), cp.kubeconfig_path(), &[])
+            .await
+            .expect("start");
     verbund
         .await_ready(Duration::from_secs(60))
         .await

@@ -11,9 +11,10 @@ async fn serves_health_and_metrics_and_stops_cleanly_on_sigterm() {
     let cp = control_plane::shared().await;
     // Without its CRDs the operator's caches never sync and it never reports ready.
     verbund_tests::crds::ensure_installed(&cp.client().await).await;
-    let mut operator = OperatorProcess::start(operator_binary!(), cp.kubeconfig_path(), &[])
-        .await
-        .expect("started");
+    let mut operator =
+        OperatorProcess::start_as_operator(operator_binary!(), cp.kubeconfig_path(), &[])
+            .await
+            .expect("started");
     operator
         .await_ready(Duration::from_secs(60))
         .await

@@ -191,9 +191,10 @@ async fn a_restart_on_a_converged_pool_makes_no_writes() {
     };
     let tenant_names = names("Tenant");
 
-    let mut first = OperatorProcess::start(operator_binary!(), cp.kubeconfig_path(), &[])
-        .await
-        .expect("start");
+    let mut first =
+        OperatorProcess::start_as_operator(operator_binary!(), cp.kubeconfig_path(), &[])
+            .await
+            .expect("start");
     first
         .await_ready(Duration::from_secs(60))
         .await
@@ -238,9 +239,10 @@ async fn a_restart_on_a_converged_pool_makes_no_writes() {
         "the first run wrote the pool: {writes_before:?}"
     );
 
-    let mut second = OperatorProcess::start(operator_binary!(), cp.kubeconfig_path(), &[])
-        .await
-        .expect("start");
+    let mut second =
+        OperatorProcess::start_as_operator(operator_binary!(), cp.kubeconfig_path(), &[])
+            .await
+            .expect("start");
     second
         .await_ready(Duration::from_secs(60))
         .await

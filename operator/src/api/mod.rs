@@ -49,32 +49,35 @@ pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Er
 mod tests {
     use super::*;
 
-    /// `crds/` is generated from these types; a change to the types must regenerate it
-    /// (`make crds`), or the chart and the tests would install a stale API.
+    /// `crds/` and the chart's `crds/` are generated from these types; a change to the types
+    /// must regenerate them (`make crds`), or the chart and the tests would install a stale API.
     #[test]
     fn checked_in_crds_match_the_types() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-        let mut expected_files = Vec::new();
-        for crd in crds() {
-            let name = crd_file_name(&crd);
-            let on_disk = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
-            assert!(
-                on_disk == crd_yaml(&crd).expect("serialisable"),
-                "crds/{name} is stale or missing: run `make crds`"
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for folder in ["crds", "charts/verbund/crds"] {
+            let dir = root.join(folder);
+            let mut expected_files = Vec::new();
+            for crd in crds() {
+                let name = crd_file_name(&crd);
+                let on_disk = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
+                assert!(
+                    on_disk == crd_yaml(&crd).expect("serialisable"),
+                    "{folder}/{name} is stale or missing: run `make crds`"
+                );
+                expected_files.push(name);
+            }
+            let mut present: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{folder}: {e}"))
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".yaml"))
+                .collect();
+            present.sort();
+            expected_files.sort();
+            assert_eq!(
+                present, expected_files,
+                "{folder} holds exactly one file per kind"
             );
-            expected_files.push(name);
         }
-        let mut present: Vec<String> = std::fs::read_dir(&dir)
-            .expect("crds/ exists")
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.ends_with(".yaml"))
-            .collect();
-        present.sort();
-        expected_files.sort();
-        assert_eq!(
-            present, expected_files,
-            "crds/ holds exactly one file per kind"
-        );
     }
 
     #[test]
