@@ -10,10 +10,14 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use kube::Client;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// How a replica takes part in leader election.
@@ -55,17 +59,21 @@ impl LeaseArgs {
 pub struct Leadership {
     /// True while this replica holds the lease.
     state: watch::Receiver<bool>,
-    /// The task renewing the lease; releases it once every receiver is dropped.
-    keeper: Option<JoinHandle<kube_lease_manager::Result<LeaseManager>>>,
+    /// Ends the election: the lease is released when held.
+    stop: CancellationToken,
+    /// The task taking part in the election.
+    keeper: Option<JoinHandle<()>>,
 }
 
 impl Leadership {
     /// Joins the election named by `args` as `identity`; without `--leader-elect`, leads at once.
     pub async fn join(client: Client, args: &LeaseArgs, identity: &str) -> anyhow::Result<Self> {
+        let stop = CancellationToken::new();
         if !args.leader_elect {
             let (_sender, state) = watch::channel(true);
             return Ok(Self {
                 state,
+                stop,
                 keeper: None,
             });
         }
@@ -75,24 +83,20 @@ impl Leadership {
             args.lease_grace_seconds,
             args.lease_duration_seconds
         );
-        let manager = LeaseManagerBuilder::new(client, &args.lease_name)
-            .with_namespace(&args.lease_namespace)
-            .with_identity(identity)
-            .with_duration(args.lease_duration_seconds)
-            .with_grace(args.lease_grace_seconds)
-            .with_field_manager(format!("verbund-operator/lease/{identity}"))
-            .build()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot use Lease {}/{}",
-                    args.lease_namespace, args.lease_name
-                )
-            })?;
-        let (state, keeper) = manager.watch().await;
+        let election = Election {
+            client,
+            args: args.clone(),
+            identity: identity.to_string(),
+        };
+        // The first manager is built here, so that a Lease the operator may not use fails the
+        // start with the reason.
+        let manager = election.manager().await?;
+        let (sender, state) = watch::channel(false);
+        let keeper = tokio::spawn(election.run(manager, sender, stop.clone()));
         info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "joined leader election");
         Ok(Self {
             state,
+            stop,
             keeper: Some(keeper),
         })
     }
@@ -105,16 +109,115 @@ impl Leadership {
     /// Gives the lease up (when held) so that another replica takes over at once. Call only
     /// once this replica has stopped writing.
     pub async fn release(self) {
-        let Self { state, keeper } = self;
-        drop(state);
-        let Some(keeper) = keeper else { return };
-        match tokio::time::timeout(Duration::from_secs(5), keeper).await {
-            Ok(Ok(Ok(_))) => info!("lease released"),
-            Ok(Ok(Err(error))) => warn!("cannot release the lease: {error}"),
-            Ok(Err(error)) => warn!("the lease keeper failed: {error}"),
-            Err(_) => warn!("the lease was not released within 5 s; it expires by itself"),
+        self.stop.cancel();
+        let Some(keeper) = self.keeper else { return };
+        if tokio::time::timeout(Duration::from_secs(5), keeper)
+            .await
+            .is_err()
+        {
+            warn!("the lease was not released within 5 s; it expires by itself");
         }
     }
+}
+
+/// One replica's election: a `kube-lease-manager` keeping the lease, and a watch on the Lease
+/// so that a follower sees a release at once. (The manager alone would look again only when
+/// the lease it last saw expires: up to a lease duration after a SIGTERM'd leader let go.)
+struct Election {
+    client: Client,
+    args: LeaseArgs,
+    identity: String,
+}
+
+impl Election {
+    async fn manager(&self) -> anyhow::Result<LeaseManager> {
+        let args = &self.args;
+        LeaseManagerBuilder::new(self.client.clone(), &args.lease_name)
+            .with_namespace(&args.lease_namespace)
+            .with_identity(&self.identity)
+            .with_duration(args.lease_duration_seconds)
+            .with_grace(args.lease_grace_seconds)
+            .with_field_manager(format!("verbund-operator/lease/{}", self.identity))
+            .build()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot use Lease {}/{}",
+                    args.lease_namespace, args.lease_name
+                )
+            })
+    }
+
+    /// Follows the lease until `stop`; a follower that sees the lease released starts over
+    /// with a fresh manager, which takes the free lease at once.
+    async fn run(self, first: LeaseManager, sender: watch::Sender<bool>, stop: CancellationToken) {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.args.lease_namespace);
+        let mut manager = Some(first);
+        loop {
+            let current = match manager.take() {
+                Some(manager) => manager,
+                None => match self.manager().await {
+                    Ok(manager) => manager,
+                    Err(error) => {
+                        warn!("{error:#}; trying again");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = stop.cancelled() => return,
+                        }
+                    }
+                },
+            };
+            let (mut state, keeper) = current.watch().await;
+            let released = released(&leases, &self.args.lease_name);
+            tokio::pin!(released);
+            let rejoin = loop {
+                let leading = *state.borrow_and_update();
+                sender.send_replace(leading);
+                tokio::select! {
+                    changed = state.changed() => if changed.is_err() { break true },
+                    () = &mut released, if !leading => break true,
+                    _ = stop.cancelled() => break false,
+                }
+            };
+            // Dropping the receiver ends the manager's task, which releases the lease if held.
+            drop(state);
+            match keeper.await {
+                Ok(Ok(_)) if !rejoin => info!("lease released"),
+                Ok(Err(error)) => warn!("leader election: {error}"),
+                Err(error) => warn!("leader election task failed: {error}"),
+                Ok(Ok(_)) => {}
+            }
+            if !rejoin {
+                sender.send_replace(false);
+                return;
+            }
+        }
+    }
+}
+
+/// Resolves once the Lease `name`, seen held, is seen without a holder: released. (A lease
+/// free from the start is the manager's to take; it needs no nudge.)
+async fn released(leases: &Api<Lease>, name: &str) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(watcher(leases.clone(), config).applied_objects());
+    let mut seen_held = false;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(lease) => {
+                let holder = lease.spec.and_then(|s| s.holder_identity);
+                let held = holder.is_some_and(|h| !h.is_empty());
+                if seen_held && !held {
+                    return;
+                }
+                seen_held |= held;
+            }
+            Err(error) => {
+                warn!("watching the lease: {error}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    std::future::pending::<()>().await
 }
 
 /// Waits until `state` says this replica leads. Err when the election ends first.
