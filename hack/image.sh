@@ -22,7 +22,8 @@ if [[ "${1:-}" == "--path" ]]; then
 fi
 
 target="x86_64-unknown-linux-gnu"
-target_dir="${CARGO_TARGET_DIR:-$HOME/.cache/verbund/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/verbund/target}"
+target_dir="$CARGO_TARGET_DIR"
 log "building a static verbund-operator ($target, +crt-static)"
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked \
   --target "$target" -p verbund-operator --bin verbund-operator >&2
