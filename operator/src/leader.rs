@@ -63,6 +63,8 @@ pub struct Leadership {
     stop: CancellationToken,
     /// The task taking part in the election.
     keeper: Option<JoinHandle<()>>,
+    /// Without an election: the sending side that keeps `state` true (and open) for good.
+    single: Option<watch::Sender<bool>>,
 }
 
 impl Leadership {
@@ -70,11 +72,12 @@ impl Leadership {
     pub async fn join(client: Client, args: &LeaseArgs, identity: &str) -> anyhow::Result<Self> {
         let stop = CancellationToken::new();
         if !args.leader_elect {
-            let (_sender, state) = watch::channel(true);
+            let (sender, state) = watch::channel(true);
             return Ok(Self {
                 state,
                 stop,
                 keeper: None,
+                single: Some(sender),
             });
         }
         anyhow::ensure!(
@@ -98,6 +101,7 @@ impl Leadership {
             state,
             stop,
             keeper: Some(keeper),
+            single: None,
         })
     }
 
@@ -110,6 +114,7 @@ impl Leadership {
     /// once this replica has stopped writing.
     pub async fn release(self) {
         self.stop.cancel();
+        drop(self.single);
         let Some(keeper) = self.keeper else { return };
         if tokio::time::timeout(Duration::from_secs(5), keeper)
             .await
@@ -237,4 +242,25 @@ pub async fn lost(mut state: watch::Receiver<bool>) -> anyhow::Result<()> {
         .await
         .map_err(|_| anyhow::anyhow!("leader election ended"))?;
     anyhow::bail!("lost the lease; stopping so that only the new leader writes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn without_an_election_a_replica_leads_until_it_stops() {
+        // No client is needed without --leader-elect; one that reaches nothing will do.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = Client::try_from(config).expect("client");
+        let leadership = Leadership::join(client, &LeaseArgs::single(), "test")
+            .await
+            .expect("joined");
+        let mut state = leadership.watcher();
+        acquired(&mut state).await.expect("leads at once");
+        let lost = tokio::spawn(lost(leadership.watcher()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!lost.is_finished(), "a single replica never loses the lead");
+        leadership.release().await;
+    }
 }

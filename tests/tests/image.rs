@@ -141,36 +141,48 @@ async fn the_image_runs_the_operator_and_a_portal_service_converges() {
     let logs = || async { text(&podman.run(&["logs", &name]).await) };
 
     let ready = format!("http://127.0.0.1:{port}/readyz");
-    let reached = wait::until(
-        Duration::from_secs(120),
-        "the container's /readyz",
-        || async {
-            match reqwest::get(&ready).await {
-                Ok(r) if r.status().is_success() => Ok(()),
-                other => Err(format!("{:?}", other.map(|r| r.status()))),
-            }
-        },
-    );
-    tokio::select! {
-        () = reached => {}
-        () = tokio::time::sleep(Duration::from_secs(125)) => panic!("not ready: {}", logs().await),
+    let reached = tokio::spawn(async move {
+        wait::until(
+            Duration::from_secs(120),
+            "the container's /readyz",
+            || async {
+                match reqwest::get(&ready).await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    other => Err(format!("{:?}", other.map(|r| r.status()))),
+                }
+            },
+        )
+        .await
+    })
+    .await;
+    if reached.is_err() {
+        panic!(
+            "the container never became ready; its log:\n{}",
+            logs().await
+        );
     }
 
     // A PortalService of the example pool converges under the containerised operator.
-    for file in ["00-sites.yaml", "10-baselines.yaml", "20-tenants.yaml"] {
-        let path = examples::saarland_dir().join(file);
+    let converged = tokio::spawn(async move {
+        for file in ["00-sites.yaml", "10-baselines.yaml", "20-tenants.yaml"] {
+            let path = examples::saarland_dir().join(file);
+            pool.kubectl()
+                .ok(["apply", "--server-side", "-f", &path.to_string_lossy()])
+                .await;
+        }
+        let tenants: Api<verbund_operator::api::Tenant> = Api::all(client.clone());
+        wait::ready(&tenants, "land-mibs", TIMEOUT).await;
+        let path = examples::saarland_dir().join("30-services-land.yaml");
         pool.kubectl()
             .ok(["apply", "--server-side", "-f", &path.to_string_lossy()])
             .await;
+        let services: Api<PortalService> = Api::namespaced(client, "mibs-portal");
+        wait::ready(&services, "portal-frontend", TIMEOUT).await;
+    })
+    .await;
+    if converged.is_err() {
+        panic!("no convergence; the container's log:\n{}", logs().await);
     }
-    let tenants: Api<verbund_operator::api::Tenant> = Api::all(client.clone());
-    wait::ready(&tenants, "land-mibs", TIMEOUT).await;
-    let path = examples::saarland_dir().join("30-services-land.yaml");
-    pool.kubectl()
-        .ok(["apply", "--server-side", "-f", &path.to_string_lossy()])
-        .await;
-    let services: Api<PortalService> = Api::namespaced(client.clone(), "mibs-portal");
-    wait::ready(&services, "portal-frontend", TIMEOUT).await;
 
     // SIGTERM from `podman stop`: a clean exit.
     let stopped = podman.run(&["stop", "--time", "30", &name]).await;
