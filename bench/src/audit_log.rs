@@ -2,43 +2,10 @@
 //! not the operator's.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
-/// The part of an audit event the bench reads.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AuditEvent {
-    stage: String,
-    verb: String,
-    user: User,
-    #[serde(default)]
-    object_ref: Option<ObjectRef>,
-    #[serde(default)]
-    response_status: Option<ResponseStatus>,
-}
-
-#[derive(Debug, Deserialize)]
-struct User {
-    #[serde(default)]
-    username: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct ObjectRef {
-    #[serde(default)]
-    resource: String,
-    #[serde(default)]
-    subresource: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct ResponseStatus {
-    #[serde(default)]
-    code: u16,
-}
+use verbund_tests::audit;
 
 /// Requests of one user, counted by `verb resource[/subresource]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -114,28 +81,13 @@ impl Mark {
         if file.seek(SeekFrom::Start(self.offset)).is_err() {
             return requests;
         }
-        for line in BufReader::new(file).lines().map_while(Result::ok) {
-            let Ok(event) = serde_json::from_str::<AuditEvent>(&line) else {
-                continue;
-            };
-            if event.stage != "ResponseComplete" || event.user.username != user {
-                continue;
-            }
-            if event
-                .response_status
-                .as_ref()
-                .is_some_and(|s| s.code == 429)
-            {
+        for request in audit::requests_of(BufReader::new(file), user) {
+            if request.code == 429 {
                 requests.throttled += 1;
             }
-            let what = match &event.object_ref {
-                Some(o) if o.subresource.is_empty() => o.resource.clone(),
-                Some(o) => format!("{}/{}", o.resource, o.subresource),
-                None => "-".into(),
-            };
             *requests
                 .by_kind
-                .entry(format!("{} {what}", event.verb))
+                .entry(format!("{} {}", request.verb, request.resource))
                 .or_default() += 1;
         }
         requests

@@ -185,9 +185,11 @@ impl Election {
                 }
             };
             // Dropping the receiver ends the manager's task, which releases the lease if held.
+            let held = *state.borrow();
             drop(state);
             match keeper.await {
-                Ok(Ok(_)) if !rejoin => info!("lease released"),
+                Ok(Ok(_)) if !rejoin && held => info!("lease released"),
+                Ok(Ok(_)) if !rejoin => info!("left the leader election"),
                 Ok(Err(error)) => warn!("leader election: {error}"),
                 Err(error) => warn!("leader election task failed: {error}"),
                 Ok(Ok(_)) => {}

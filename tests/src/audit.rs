@@ -16,6 +16,8 @@ struct Event {
     object_ref: Option<ObjectRef>,
     #[serde(default)]
     response_status: Option<Status>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,8 +62,50 @@ impl std::fmt::Display for Use {
     }
 }
 
+/// One completed request of the audit log: who, what, and the API server's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub verb: String,
+    pub group: String,
+    /// `pods`, `tenants/status`; `-` for a request on no resource.
+    pub resource: String,
+    pub code: u16,
+    /// The authorizer refused it (`authorization.k8s.io/decision: forbid`); a 403 from
+    /// admission (a namespace being deleted) is not that.
+    pub unauthorized: bool,
+}
+
+/// The completed requests of `username` in the audit log lines of `log`.
+pub fn requests_of<'a>(
+    log: impl std::io::BufRead + 'a,
+    username: &'a str,
+) -> impl Iterator<Item = Request> + 'a {
+    log.lines().map_while(Result::ok).filter_map(move |line| {
+        let event = serde_json::from_str::<Event>(&line).ok()?;
+        if event.stage != "ResponseComplete" || event.user.username != username {
+            return None;
+        }
+        let (group, resource) = match event.object_ref {
+            Some(o) if o.subresource.is_empty() => (o.api_group, o.resource),
+            Some(o) => (o.api_group, format!("{}/{}", o.resource, o.subresource)),
+            None => (String::new(), "-".into()),
+        };
+        let unauthorized = event
+            .annotations
+            .get("authorization.k8s.io/decision")
+            .is_some_and(|d| d == "forbid");
+        Some(Request {
+            verb: event.verb,
+            group,
+            resource,
+            code: event.response_status.map(|s| s.code).unwrap_or_default(),
+            unauthorized,
+        })
+    })
+}
+
 /// The requests of `username` in the audit log at `path`: how often each kind was made, and
-/// which the API server refused as forbidden (403).
+/// which the authorizer refused.
 #[derive(Debug, Default)]
 pub struct Usage {
     pub made: BTreeMap<Use, u64>,
@@ -69,35 +113,23 @@ pub struct Usage {
 }
 
 pub fn usage(path: &Path, username: &str) -> Usage {
-    let text = std::fs::read_to_string(path)
+    let file = std::fs::File::open(path)
         .unwrap_or_else(|e| panic!("cannot read the audit log {}: {e}", path.display()));
     let mut usage = Usage::default();
-    for line in text.lines() {
-        let Ok(event) = serde_json::from_str::<Event>(line) else {
-            continue;
-        };
-        if event.stage != "ResponseComplete" || event.user.username != username {
+    for request in requests_of(std::io::BufReader::new(file), username) {
+        if request.resource == "-" {
             continue;
         }
-        let Some(object) = event.object_ref else {
-            continue;
-        };
-        let resource = if object.subresource.is_empty() {
-            object.resource
-        } else {
-            format!("{}/{}", object.resource, object.subresource)
-        };
         let key = Use {
-            verb: event.verb,
-            group: object.api_group,
-            resource,
+            verb: request.verb,
+            group: request.group,
+            resource: request.resource,
         };
-        let code = event.response_status.map(|s| s.code).unwrap_or_default();
-        if code == 403 {
+        if request.unauthorized {
             usage.forbidden.insert(key.clone());
         }
         // A server-side apply that made the object (201) was authorised as `create` too.
-        if key.verb == "patch" && code == 201 {
+        if key.verb == "patch" && request.code == 201 {
             let created = Use {
                 verb: "create".into(),
                 ..key.clone()
