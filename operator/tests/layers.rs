@@ -2,7 +2,8 @@
 //! controller never reaches into another's internals (what two need moves down).
 //!
 //! From the bottom: `api` -> `quantity`, `meta`, `conditions`, `metrics`, `telemetry` ->
-//! `domain` -> `placement`, `baseline`, `isolation`, `cache` -> `controller` -> `admin`, `runtime`, `rbac` -> `cli`.
+//! `domain` -> `placement`, `baseline`, `isolation`, `cache` -> `controller` -> `admin`, `leader`, `runtime`, `rbac` ->
+//! `cli`.
 
 // A test that cannot read the sources must fail, saying why.
 #![allow(clippy::expect_used)]
@@ -10,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-const LAYERS: [(&str, u8); 17] = [
+const LAYERS: [(&str, u8); 18] = [
     ("api", 0),
     ("quantity", 1),
     ("meta", 1),
@@ -24,6 +25,7 @@ const LAYERS: [(&str, u8); 17] = [
     ("isolation", 3),
     ("controller", 4),
     ("admin", 5),
+    ("leader", 5),
     ("runtime", 5),
     ("rbac", 5),
     ("cli", 6),
