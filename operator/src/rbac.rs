@@ -320,7 +320,12 @@ pub fn markdown_table() -> String {
         }
         out.push_str(&format!(
             "| {} | {} | {} | {} |\n",
-            code(rule.groups),
+            // API groups as plain words: they name groups, not files.
+            rule.groups
+                .iter()
+                .map(|g| if g.is_empty() { "core" } else { g })
+                .collect::<Vec<_>>()
+                .join(", "),
             resources,
             code(rule.verbs),
             rule.why
