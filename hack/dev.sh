@@ -3,9 +3,13 @@
 # the Verbund operator running on it, and the Saarland example applied.
 #
 #   hack/dev.sh up     build what is missing, start everything, wait until Ready, print a tour
-#   hack/dev.sh down   stop the operator and the cluster; nothing keeps running or listening
+#   hack/dev.sh down   stop Prometheus, the operator and the cluster; nothing keeps running or listening
 #
-# Everything lives under .dev/ (ignored by git): kubeconfig, operator log and pid, kwok's files.
+# Prometheus (Debian's package) scrapes the operator and the API server and evaluates
+# dashboards/verbund-rules.yaml.
+#
+# Everything lives under .dev/ (ignored by git): kubeconfig, operator log and pid, Prometheus's
+# configuration and data, kwok's files.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,6 +18,7 @@ cluster=verbund-dev
 export KWOK_WORKDIR="$dev/kwok"
 kubeconfig="$dev/kubeconfig"
 admin_addr="127.0.0.1:${VERBUND_DEV_ADMIN_PORT:-9464}"
+prometheus_addr="127.0.0.1:${VERBUND_DEV_PROMETHEUS_PORT:-9490}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/verbund/target}"
 
 # Sites of the pool: name, fake nodes, and the shape of one node (a two-socket rack server).
@@ -28,7 +33,63 @@ operator_running() {
   [[ -f "$dev/operator.pid" ]] && kill -0 "$(cat "$dev/operator.pid")" 2>/dev/null
 }
 
+prometheus_running() {
+  [[ -f "$dev/prometheus.pid" ]] && kill -0 "$(cat "$dev/prometheus.pid")" 2>/dev/null
+}
+
+stop_prometheus() {
+  if prometheus_running; then
+    say "stopping Prometheus (pid $(cat "$dev/prometheus.pid"))"
+    kill -TERM "$(cat "$dev/prometheus.pid")"
+    for _ in $(seq 100); do prometheus_running || break; sleep 0.2; done
+    prometheus_running && kill -KILL "$(cat "$dev/prometheus.pid")"
+  fi
+  rm -f "$dev/prometheus.pid"
+}
+
+# Prometheus scraping the operator (job verbund-operator, the name the alerts expect) and the
+# API server (with the cluster's admin certificate), with Verbund's rules.
+start_prometheus() {
+  local pki="$KWOK_WORKDIR/clusters/$cluster/pki" server
+  server="$(kubectl --kubeconfig "$kubeconfig" config view -o jsonpath='{.clusters[0].cluster.server}')"
+  mkdir -p "$dev/prometheus"
+  cat >"$dev/prometheus/prometheus.yml" <<YAML
+global:
+  scrape_interval: 15s
+  evaluation_interval: 15s
+rule_files:
+  - $root/dashboards/verbund-rules.yaml
+scrape_configs:
+  - job_name: verbund-operator
+    # The pool's series carry their own namespace label (the PortalService's).
+    honor_labels: true
+    static_configs:
+      - targets: ['$admin_addr']
+  - job_name: kube-apiserver
+    scheme: https
+    tls_config:
+      ca_file: $pki/ca.crt
+      cert_file: $pki/admin.crt
+      key_file: $pki/admin.key
+    static_configs:
+      - targets: ['${server#https://}']
+YAML
+  stop_prometheus
+  say "starting Prometheus on http://$prometheus_addr (log: .dev/prometheus.log)"
+  nohup prometheus --config.file="$dev/prometheus/prometheus.yml" \
+    --storage.tsdb.path="$dev/prometheus/data" --web.listen-address="$prometheus_addr" \
+    >"$dev/prometheus.log" 2>&1 </dev/null &
+  echo $! >"$dev/prometheus.pid"
+  for _ in $(seq 150); do
+    curl -fs "http://$prometheus_addr/api/v1/query?query=verbund_build_info" | grep -q '"value"' && return 0
+    prometheus_running || { tail -20 "$dev/prometheus.log"; echo "Prometheus exited" >&2; exit 1; }
+    sleep 0.2
+  done
+  say "Prometheus has not scraped the operator yet; see .dev/prometheus.log"
+}
+
 down() {
+  stop_prometheus
   if operator_running; then
     say "stopping the operator (pid $(cat "$dev/operator.pid"))"
     kill -TERM "$(cat "$dev/operator.pid")"
@@ -141,6 +202,8 @@ up() {
     sleep 0.2
   done
 
+  start_prometheus
+
   say "applying examples/saarland/: sites, baselines, tenants"
   local ex="$root/examples/saarland"
   for f in "$ex"/00-*.yaml "$ex"/10-*.yaml "$ex"/20-*.yaml; do
@@ -167,6 +230,8 @@ $(say "all Ready: the Saarland pool is running")
 
   kubeconfig     export KUBECONFIG=$kubeconfig
   operator       log .dev/operator.log; metrics http://$admin_addr/metrics
+  prometheus     http://$prometheus_addr  (rules and alerts of dashboards/verbund-rules.yaml)
+                 e.g. http://$prometheus_addr/graph?g0.expr=verbund_portalservice_replicas_ready
   services       $ready_services of $total_services portal services Ready
 
 Nodes per site (from the cluster):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the pinned control-plane binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd), kwok, kwokctl, helm and grpcurl into a cache outside the
-# work tree, and prints the folder that holds them all.
+# kube-scheduler, kubectl, etcd), kwok, kwokctl, helm, grpcurl and dashcheck (the checker of
+# dashboards/*.json) into a cache outside the work tree, and prints the folder that holds them
+# all.
 #
 #   hack/tools/build.sh              build what is missing, report progress on stderr
 #   hack/tools/build.sh --bin-dir    the same, then print the binaries' folder on stdout
@@ -103,6 +104,7 @@ build kube "$(kube_ldflags)" "${kube_cmds[@]}"
 build kwok "-s -w" kwok=sigs.k8s.io/kwok/cmd/kwok kwokctl=sigs.k8s.io/kwok/cmd/kwokctl
 build helm "-s -w" helm=helm.sh/helm/v4/cmd/helm
 build grpcurl "-s -w" grpcurl=github.com/fullstorydev/grpcurl/cmd/grpcurl
+build dashcheck "-s -w" dashcheck=verbund.saarland.de/hack/tools/dashcheck
 
 # One folder of links to the exact binaries chosen above, named after what they link to.
 set_key="$(for n in $(printf '%s\n' "${!bins[@]}" | sort); do echo "$n=${bins[$n]}"; done | sha256sum | cut -c1-12)"

@@ -16,6 +16,7 @@ pub mod leader;
 pub mod meta;
 pub mod metrics;
 pub mod placement;
+pub mod pool_metrics;
 pub mod quantity;
 pub mod rbac;
 pub mod runtime;

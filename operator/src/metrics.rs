@@ -1,9 +1,11 @@
 //! The operator's Prometheus metrics, on an explicit registry held in the shared context.
 //! Every name starts with `verbund_`.
 
+use prometheus::core::Collector;
+use prometheus::process_collector::ProcessCollector;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the operator exports.
@@ -18,6 +20,8 @@ pub struct Metrics {
     pub reconciles: IntCounterVec,
     /// Time per reconcile, by controller.
     pub reconcile_duration: HistogramVec,
+    /// Reconciles running now, by controller.
+    pub reconciles_in_flight: IntGaugeVec,
     /// Failed reconciles, by controller and reason category.
     pub reconcile_errors: IntCounterVec,
     /// Writes sent to the API server, by kind and verb (apply, status, delete).
@@ -30,16 +34,6 @@ pub struct Metrics {
     pub cache_lagged_changes: IntCounterVec,
     /// Objects of Verbund's kinds the types cannot decode, per cache.
     pub invalid_objects: IntGaugeVec,
-    /// Nodes per site (state: total, ready).
-    pub site_nodes: GaugeVec,
-    /// Resources per site (kind: capacity, allocatable, requested), in cores, bytes and pods.
-    pub site_resources: GaugeVec,
-    /// Tenant quota and use (kind: hard, used), in cores, bytes and pods.
-    pub tenant_quota: GaugeVec,
-    /// Objects a baseline's last audit checked, by result (checked, compliant).
-    pub baseline_objects: GaugeVec,
-    /// Objects violating a rule in a baseline's last audit, by rule.
-    pub baseline_violations: GaugeVec,
 }
 
 impl Metrics {
@@ -116,53 +110,26 @@ impl Metrics {
             ),
             &["cache"],
         )?;
-        let site_nodes = GaugeVec::new(
-            Opts::new("verbund_site_nodes", "Nodes of a site."),
-            &["site", "state"],
-        )?;
-        let site_resources = GaugeVec::new(
+        let reconciles_in_flight = IntGaugeVec::new(
             Opts::new(
-                "verbund_site_resources",
-                "Resources of a site: capacity, allocatable and requested.",
+                "verbund_reconciles_in_flight",
+                "Reconciles running now, by controller.",
             ),
-            &["site", "resource", "kind"],
-        )?;
-        let tenant_quota = GaugeVec::new(
-            Opts::new(
-                "verbund_tenant_quota",
-                "A tenant's quota (hard) and use (used).",
-            ),
-            &["tenant", "resource", "kind"],
-        )?;
-        let baseline_objects = GaugeVec::new(
-            Opts::new(
-                "verbund_baseline_objects",
-                "Objects (workloads and namespaces) a baseline's last audit checked, by result.",
-            ),
-            &["baseline", "result"],
-        )?;
-        let baseline_violations = GaugeVec::new(
-            Opts::new(
-                "verbund_baseline_violations",
-                "Objects violating a rule in a baseline's last audit.",
-            ),
-            &["baseline", "rule", "bsi"],
+            &["controller"],
         )?;
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
+        registry.register(Box::new(reconciles_in_flight.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(api_writes.clone()))?;
         registry.register(Box::new(cache_objects.clone()))?;
         registry.register(Box::new(cache_watch_errors.clone()))?;
         registry.register(Box::new(cache_lagged_changes.clone()))?;
         registry.register(Box::new(invalid_objects.clone()))?;
-        registry.register(Box::new(site_nodes.clone()))?;
-        registry.register(Box::new(site_resources.clone()))?;
-        registry.register(Box::new(tenant_quota.clone()))?;
-        registry.register(Box::new(baseline_objects.clone()))?;
-        registry.register(Box::new(baseline_violations.clone()))?;
+        // process_*: CPU seconds, memory, file descriptors and start time of this process.
+        registry.register(Box::new(ProcessCollector::for_self()))?;
         build_info.set(1);
         Ok(Self {
             registry,
@@ -170,18 +137,19 @@ impl Metrics {
             leader,
             reconciles,
             reconcile_duration,
+            reconciles_in_flight,
             reconcile_errors,
             api_writes,
             cache_objects,
             cache_watch_errors,
             cache_lagged_changes,
             invalid_objects,
-            site_nodes,
-            site_resources,
-            tenant_quota,
-            baseline_objects,
-            baseline_violations,
         })
+    }
+
+    /// Adds a collector computed at scrape time (the pool's state from the caches).
+    pub fn register(&self, collector: Box<dyn Collector>) -> Result<(), prometheus::Error> {
+        self.registry.register(collector)
     }
 
     /// The registry in the Prometheus text exposition format.

@@ -24,6 +24,7 @@ use crate::controller::{self, Context, Settings, Writer};
 use crate::leader::{self, Leadership, LeaseArgs};
 use crate::meta::managers;
 use crate::metrics::Metrics;
+use crate::pool_metrics::PoolMetrics;
 
 /// Settings of a running operator.
 #[derive(Debug, Clone, clap::Args)]
@@ -109,6 +110,12 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
 
     let metrics = Arc::new(Metrics::new().context("cannot register metrics")?);
     let caches = Caches::new(client.clone(), metrics.clone());
+    metrics
+        .register(Box::new(PoolMetrics::new(
+            caches.stores(),
+            metrics.leader.clone(),
+        )))
+        .context("cannot register the pool's metrics")?;
     let health = Arc::new(Health::new(caches.health()));
     let listener = admin::bind(args.admin_addr)
         .await

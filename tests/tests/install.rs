@@ -354,6 +354,13 @@ async fn installed_with_helm_two_replicas_fail_over_and_use_only_what_the_chart_
         "a follower writes nothing"
     );
     assert!(metric(&leader, "verbund_api_writes_total").await > 0.0);
+    // The pool's series come from the leader alone, so sums over them count each object once.
+    let sites = examples::saarland()
+        .iter()
+        .filter(|d| d.kind() == "Site")
+        .count();
+    assert_eq!(metric(&leader, "verbund_site_info").await, sites as f64);
+    assert_eq!(metric(&follower, "verbund_site_info").await, 0.0);
 
     // Failover, several times each way; a change after each shows the new leader at work.
     let services: Api<PortalService> = Api::namespaced(client.clone(), "mibs-portal");

@@ -108,7 +108,13 @@ pub async fn reconciled<K: Resource>(
         .reconciles
         .with_label_values(&[controller])
         .inc();
+    let in_flight = ctx
+        .metrics
+        .reconciles_in_flight
+        .with_label_values(&[controller]);
+    in_flight.inc();
     let result = work.await;
+    in_flight.dec();
     if result.is_ok() {
         ctx.backoff.succeeded(&backoff_key(controller, object));
     }

@@ -161,7 +161,6 @@ async fn reconcile_baseline(
     report::report_events(ctx, &actx.reported, baseline, &findings).await?;
     report::write_policy_reports(ctx, &actx.reported, baseline, &facts, &findings).await?;
     let summary = audit::summarise(&findings);
-    status::record_metrics(&ctx.metrics, &baseline.name_any(), &summary);
 
     // status: only when something changed.
     let namespaces: Vec<String> = facts.iter().map(|f| f.name.clone()).collect();

@@ -8,7 +8,6 @@ use super::apply::Admission;
 use crate::api::security_baseline::{SecurityBaseline, SecurityBaselineStatus};
 use crate::baseline::{audit, policy, rules};
 use crate::conditions::{Desired as Condition, kind, reason, set_condition};
-use crate::metrics::Metrics;
 
 /// The status of `baseline` after an audit of `namespaces` that found `summary`.
 pub fn build(
@@ -99,29 +98,6 @@ pub fn build(
         },
         observed_generation: generation,
         conditions,
-    }
-}
-
-/// Exports the audit's figures as gauges.
-pub fn record_metrics(metrics: &Metrics, baseline: &str, summary: &audit::Summary) {
-    metrics
-        .baseline_objects
-        .with_label_values(&[baseline, "checked"])
-        .set(f64::from(summary.checked));
-    metrics
-        .baseline_objects
-        .with_label_values(&[baseline, "compliant"])
-        .set(f64::from(summary.compliant));
-    for rule in &rules::CATALOGUE {
-        let count = summary
-            .violations
-            .iter()
-            .find(|v| v.rule == rule.name)
-            .map_or(0, |v| v.count);
-        metrics
-            .baseline_violations
-            .with_label_values(&[baseline, &rules::rule_key(rule.name), &rule.bsi.join(",")])
-            .set(f64::from(count));
     }
 }
 

@@ -73,7 +73,6 @@ async fn reconcile(site: Arc<Site>, ctx: Arc<Context>) -> Result<Action, Error> 
 async fn reconcile_site(site: &Site, ctx: &Context) -> Result<Action, Error> {
     let observed = read::read(site, &ctx.stores);
     let status = status::build(site, &observed, Timestamp::now());
-    status::record_metrics(&site.name_any(), &status, &ctx.metrics);
     let api = Api::<Site>::all(ctx.client.clone());
     Ok(
         match super::status::write(ctx, &api, site, site.status.as_ref(), &status, None).await? {

@@ -6,7 +6,6 @@ use super::read::Observed;
 use crate::api::site::{NodeCounts, Site, SiteStatus, Utilisation};
 use crate::conditions::{Desired, kind, reason, set_condition};
 use crate::domain::resources::{Resource, Resources};
-use crate::metrics::Metrics;
 
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
@@ -119,31 +118,6 @@ fn conditions_of(site: &Site, zone: &str, total: usize, ready: usize) -> [Desire
         )
     };
     [ready_condition, degraded, cordoned]
-}
-
-/// Exports the status as gauges for the dashboards.
-pub fn record_metrics(site: &str, status: &SiteStatus, metrics: &Metrics) {
-    metrics
-        .site_nodes
-        .with_label_values(&[site, "total"])
-        .set(f64::from(status.nodes.total));
-    metrics
-        .site_nodes
-        .with_label_values(&[site, "ready"])
-        .set(f64::from(status.nodes.ready));
-    for (kind, map) in [
-        ("capacity", &status.capacity),
-        ("allocatable", &status.allocatable),
-        ("requested", &status.requested),
-    ] {
-        let amounts = Resources::from_map_lenient(map, Resource::name);
-        for r in Resource::ALL {
-            metrics
-                .site_resources
-                .with_label_values(&[site, r.name(), kind])
-                .set(amounts.get(r).0 as f64 / 1000.0);
-        }
-    }
 }
 
 #[cfg(test)]

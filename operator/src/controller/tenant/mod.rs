@@ -201,7 +201,6 @@ async fn write_status(
     ctx: &Context,
 ) -> Result<Written, Error> {
     let status = status::build(tenant, observed, failure, Timestamp::now());
-    status::record_metrics(&tenant.name_any(), &status, &ctx.metrics);
     let api = Api::<Tenant>::all(ctx.client.clone());
     super::status::write(ctx, &api, tenant, tenant.status.as_ref(), &status, failure).await
 }

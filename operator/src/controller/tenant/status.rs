@@ -7,9 +7,8 @@ use super::read::Observed;
 use crate::api::tenant::{QuotaStatus, Tenant, TenantStatus};
 use crate::conditions::{Desired, kind, reason, set_condition};
 use crate::controller::error::Failure;
-use crate::domain::resources::{Resource, Resources};
+
 use crate::domain::tenancy;
-use crate::metrics::Metrics;
 
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
@@ -87,19 +86,6 @@ pub fn build(
         services: count(observed.services),
         observed_generation: generation,
         conditions,
-    }
-}
-
-/// Exports quota and use as gauges for the dashboards.
-pub fn record_metrics(tenant: &str, status: &TenantStatus, metrics: &Metrics) {
-    for (kind, map) in [("hard", &status.quota.hard), ("used", &status.quota.used)] {
-        let amounts = Resources::from_map_lenient(map, Resource::name);
-        for r in Resource::ALL {
-            metrics
-                .tenant_quota
-                .with_label_values(&[tenant, r.name(), kind])
-                .set(amounts.get(r).0 as f64 / 1000.0);
-        }
     }
 }
 
