@@ -19,6 +19,8 @@ export KWOK_WORKDIR="$dev/kwok"
 kubeconfig="$dev/kubeconfig"
 admin_addr="127.0.0.1:${VERBUND_DEV_ADMIN_PORT:-9464}"
 prometheus_addr="127.0.0.1:${VERBUND_DEV_PROMETHEUS_PORT:-9490}"
+catalog_addr="127.0.0.1:${VERBUND_DEV_CATALOG_PORT:-9090}"
+directory_addr="127.0.0.1:${VERBUND_DEV_DIRECTORY_PORT:-8081}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/verbund/target}"
 
 # Sites of the pool: name, fake nodes, and the shape of one node (a two-socket rack server).
@@ -194,6 +196,7 @@ up() {
   fi
   say "starting the operator (log: .dev/operator.log)"
   KUBECONFIG="$kubeconfig" nohup "$operator" run --admin-addr "$admin_addr" \
+    --catalog-addr "$catalog_addr" --directory-addr "$directory_addr" \
     >"$dev/operator.log" 2>&1 </dev/null &
   echo $! >"$dev/operator.pid"
   for _ in $(seq 300); do
@@ -230,6 +233,8 @@ $(say "all Ready: the Saarland pool is running")
 
   kubeconfig     export KUBECONFIG=$kubeconfig
   operator       log .dev/operator.log; metrics http://$admin_addr/metrics
+  catalogue      $(bin_dir)/grpcurl -plaintext $catalog_addr list
+  directory      http://$directory_addr  (the online services, for citizens)
   prometheus     http://$prometheus_addr  (rules and alerts of dashboards/verbund-rules.yaml)
                  e.g. http://$prometheus_addr/graph?g0.expr=verbund_portalservice_replicas_ready
   services       $ready_services of $total_services portal services Ready

@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the controllers and the admin server against the current kubeconfig or in-cluster.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crd {
         /// Write one file per CRD into this folder instead of printing them.
@@ -50,7 +50,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let result = match cli.command {
-        Command::Run(args) => tokio_main(run(args)),
+        Command::Run(args) => tokio_main(run(*args)),
         Command::Crd { output_dir } => print_crds(output_dir.as_deref()),
         Command::Rbac { role, format } => print_rules(role, format),
     };

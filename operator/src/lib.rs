@@ -7,6 +7,7 @@ pub mod admin;
 pub mod api;
 pub mod baseline;
 pub mod cache;
+pub mod catalog;
 pub mod cli;
 pub mod conditions;
 pub mod controller;

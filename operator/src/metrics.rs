@@ -34,6 +34,14 @@ pub struct Metrics {
     pub cache_lagged_changes: IntCounterVec,
     /// Objects of Verbund's kinds the types cannot decode, per cache.
     pub invalid_objects: IntGaugeVec,
+    /// Catalogue requests, by gRPC method and status code.
+    pub catalog_requests: IntCounterVec,
+    /// Time to answer a catalogue request (for a watch: to start it), by method.
+    pub catalog_request_duration: HistogramVec,
+    /// Catalogue watchers connected now.
+    pub catalog_watchers: IntGauge,
+    /// Entries in the catalogue.
+    pub catalog_services: IntGauge,
 }
 
 impl Metrics {
@@ -117,7 +125,36 @@ impl Metrics {
             ),
             &["controller"],
         )?;
+        let catalog_requests = IntCounterVec::new(
+            Opts::new(
+                "verbund_catalog_requests_total",
+                "Requests to the gRPC catalogue, by method and status code.",
+            ),
+            &["method", "code"],
+        )?;
+        let catalog_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "verbund_catalog_request_duration_seconds",
+                "Time to answer a catalogue request (a watch: to start it).",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            ]),
+            &["method"],
+        )?;
+        let catalog_watchers = IntGauge::new(
+            "verbund_catalog_watchers",
+            "Clients watching the catalogue now.",
+        )?;
+        let catalog_services = IntGauge::new(
+            "verbund_catalog_services",
+            "Online services in the catalogue.",
+        )?;
         registry.register(Box::new(build_info.clone()))?;
+        registry.register(Box::new(catalog_requests.clone()))?;
+        registry.register(Box::new(catalog_request_duration.clone()))?;
+        registry.register(Box::new(catalog_watchers.clone()))?;
+        registry.register(Box::new(catalog_services.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
@@ -139,6 +176,10 @@ impl Metrics {
             reconcile_duration,
             reconciles_in_flight,
             reconcile_errors,
+            catalog_requests,
+            catalog_request_duration,
+            catalog_watchers,
+            catalog_services,
             api_writes,
             cache_objects,
             cache_watch_errors,

@@ -356,15 +356,6 @@ fn tenants_by_namespace(
         .collect()
 }
 
-/// The `unit` label of a resource, as kube-state-metrics names it.
-fn unit(resource: Resource) -> &'static str {
-    match resource {
-        Resource::Cpu => "core",
-        Resource::Memory => "byte",
-        Resource::Pods => "integer",
-    }
-}
-
 /// Sets one series per resource from a status map (`cpu`, `memory`, `pods`), in base units.
 fn record_resources(family: &GaugeVec, owner: &str, map: &BTreeMap<String, Quantity>) {
     let amounts = Resources::from_map_lenient(map, Resource::name);
@@ -372,7 +363,7 @@ fn record_resources(family: &GaugeVec, owner: &str, map: &BTreeMap<String, Quant
         // Amounts are in thousandths of the base unit.
         let value = amounts.get(r).0 as f64 / 1000.0;
         family
-            .with_label_values(&[owner, r.name(), unit(r)])
+            .with_label_values(&[owner, r.name(), r.unit()])
             .set(value);
     }
 }

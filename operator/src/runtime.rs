@@ -20,6 +20,7 @@ use tracing::info;
 
 use crate::admin::{self, Health};
 use crate::cache::{Caches, Undecodable};
+use crate::catalog::{self, CatalogArgs};
 use crate::controller::{self, Context, Settings, Writer};
 use crate::leader::{self, Leadership, LeaseArgs};
 use crate::meta::managers;
@@ -48,6 +49,8 @@ pub struct RunArgs {
     pub resync_seconds: u64,
     #[command(flatten)]
     pub lease: LeaseArgs,
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
 }
 
 impl RunArgs {
@@ -59,6 +62,7 @@ impl RunArgs {
             instance: "verbund-operator".into(),
             resync_seconds: 600,
             lease: LeaseArgs::single(),
+            catalog: CatalogArgs::local(([127, 0, 0, 1], 0).into()),
         }
     }
 }
@@ -122,6 +126,12 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
         .with_context(|| format!("cannot listen on {}", args.admin_addr))?;
     info!(addr = %args.admin_addr, "admin server listening");
     let admin = admin::serve(listener, health.clone(), metrics.clone(), shutdown.clone());
+    let catalog_listener = tokio::net::TcpListener::bind(args.catalog.catalog_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.catalog.catalog_addr))?;
+    let directory_listener = tokio::net::TcpListener::bind(args.catalog.directory_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.catalog.directory_addr))?;
 
     let reporter = Reporter {
         controller: "verbund-operator".into(),
@@ -176,11 +186,47 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
         gated(controller::baseline::run(of(managers::BASELINE), &caches, shutdown.clone()).boxed());
     let stores = ctx.stores.clone();
 
+    // The catalogue: every replica serves it from its caches, leading or not.
+    let book = Arc::new(catalog::Book::new(
+        u64::try_from(k8s_openapi::jiff::Timestamp::now().as_microsecond()).unwrap_or_default(),
+    ));
+    let catalog_synced = CancellationToken::new();
+    let catalog_feed = catalog::feed::run(
+        book.clone(),
+        metrics.catalog_services.clone(),
+        stores.clone(),
+        caches.portal_services().all(),
+        synced.clone(),
+        {
+            let synced = catalog_synced.clone();
+            async move { synced.cancel() }
+        },
+        shutdown.clone(),
+    );
+    let directory_page = catalog::page::serve(
+        directory_listener,
+        book.clone(),
+        catalog_synced.clone(),
+        shutdown.clone(),
+    );
+    let catalog_server = catalog::serve(
+        catalog_listener,
+        args.catalog.clone(),
+        book,
+        stores.clone(),
+        metrics.clone(),
+        catalog_synced,
+        shutdown.clone(),
+    );
+
     let tasks = vec![
         Task::until_shutdown("admin server", async move {
             admin.await.context("admin server failed")
         }),
         Task::until_shutdown("caches", caches.run(shutdown.clone())),
+        Task::until_shutdown("catalogue feed", catalog_feed),
+        Task::until_shutdown("catalogue server", catalog_server),
+        Task::until_shutdown("directory page", directory_page),
         Task::until_shutdown("site controller", sites),
         Task::until_shutdown("tenant controller", tenants),
         Task::until_shutdown("portal service controller", services),

@@ -2,7 +2,7 @@
 //! controller never reaches into another's internals (what two need moves down).
 //!
 //! From the bottom: `api` -> `quantity`, `meta`, `conditions`, `metrics`, `telemetry` ->
-//! `domain` -> `placement`, `baseline`, `isolation`, `cache` -> `controller`, `pool_metrics` -> `admin`, `leader`, `runtime`, `rbac` ->
+//! `domain` -> `placement`, `baseline`, `isolation`, `cache` -> `controller`, `pool_metrics`, `catalog` -> `admin`, `leader`, `runtime`, `rbac` ->
 //! `cli`.
 
 // A test that cannot read the sources must fail, saying why.
@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-const LAYERS: [(&str, u8); 19] = [
+const LAYERS: [(&str, u8); 20] = [
     ("api", 0),
     ("quantity", 1),
     ("meta", 1),
@@ -25,6 +25,7 @@ const LAYERS: [(&str, u8); 19] = [
     ("isolation", 3),
     ("controller", 4),
     ("pool_metrics", 4),
+    ("catalog", 4),
     ("admin", 5),
     ("leader", 5),
     ("runtime", 5),

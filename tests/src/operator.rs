@@ -59,9 +59,18 @@ impl OperatorProcess {
             .as_file()
             .try_clone()
             .map_err(|e| HarnessError::Start(e.to_string()))?;
+        // The catalogue and the directory page get free ports unless the test names them, so
+        // that several replicas run side by side.
+        let mut own_ports = Vec::new();
+        for flag in ["--catalog-addr", "--directory-addr"] {
+            if !extra_args.iter().any(|a| a.starts_with(flag)) {
+                own_ports.push(format!("{flag}=127.0.0.1:0"));
+            }
+        }
         let child = Command::new(binary)
             .arg("run")
             .arg(format!("--admin-addr={admin}"))
+            .args(&own_ports)
             .args(extra_args)
             .env("KUBECONFIG", kubeconfig)
             .env_remove("KUBERNETES_SERVICE_HOST")
