@@ -434,16 +434,30 @@ async fn portals_read_and_watch_the_catalogue() {
         bad_name.message()
     );
 
-    let capacity = catalog
-        .get_pool_capacity(GetPoolCapacityRequest {})
-        .await
-        .expect("capacity")
-        .into_inner();
+    // The sites' figures follow their pods a few seconds behind (status figures are paced).
+    let capacity = wait::until(TIMEOUT, "the pool's requested CPU", || {
+        let mut catalog = catalog.clone();
+        async move {
+            let capacity = catalog
+                .get_pool_capacity(GetPoolCapacityRequest {})
+                .await
+                .expect("capacity")
+                .into_inner();
+            let requested = capacity.requested.unwrap_or_default();
+            if requested.cpu_cores > 0.0 {
+                Ok(capacity)
+            } else {
+                Err(capacity)
+            }
+        }
+    })
+    .await;
     assert_eq!(capacity.sites.len(), 3);
     let total = capacity.allocatable.expect("allocatable");
     assert!(total.cpu_cores > 0.0 && total.pods > 0);
+    let free = capacity.free.expect("free");
     let requested = capacity.requested.expect("requested");
-    assert!(requested.cpu_cores > 0.0, "the example's pods request CPU");
+    assert!((free.cpu_cores - (total.cpu_cores - requested.cpu_cores)).abs() < 1e-6);
 
     watch_sees_changes_and_resumes(&client, &mut catalog).await;
     grpcurl_works_without_proto_files(port).await;
