@@ -53,3 +53,40 @@ pub fn saarland() -> Vec<ExampleDoc> {
     }
     docs
 }
+
+/// Applies the Saarland pool as a user would: sites, baselines and tenants first, the portal
+/// services once their tenants have made their namespaces; returns when every one is Ready.
+pub async fn apply_saarland(pool: &crate::cluster::SimulatedCluster, timeout: std::time::Duration) {
+    use kube::Api;
+    use verbund_operator::api::{PortalService, Tenant};
+    let client = pool.client().await;
+    let dir = saarland_dir();
+    let apply = |file: &'static str| {
+        let path = dir.join(file);
+        async move {
+            pool.kubectl()
+                .ok(["apply", "--server-side", "-f", &path.to_string_lossy()])
+                .await;
+        }
+    };
+    for file in ["00-sites.yaml", "10-baselines.yaml", "20-tenants.yaml"] {
+        apply(file).await;
+    }
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    for doc in saarland().iter().filter(|d| d.kind() == "Tenant") {
+        crate::wait::ready(&tenants, doc.name(), timeout).await;
+    }
+    for file in [
+        "30-services-land.yaml",
+        "31-services-hochschulen.yaml",
+        "32-services-saarbruecken.yaml",
+        "33-services-kommunen.yaml",
+    ] {
+        apply(file).await;
+    }
+    for doc in saarland().iter().filter(|d| d.kind() == "PortalService") {
+        let namespace = doc.namespace().expect("a namespaced example");
+        let api: Api<PortalService> = Api::namespaced(client.clone(), namespace);
+        crate::wait::ready(&api, doc.name(), timeout).await;
+    }
+}

@@ -88,48 +88,6 @@ async fn grant_the_lease(pool: &cluster::SimulatedCluster) {
         .await;
 }
 
-async fn apply_example(pool: &cluster::SimulatedCluster) {
-    let client = pool.client().await;
-    let dir = examples::saarland_dir();
-    for file in ["00-sites.yaml", "10-baselines.yaml", "20-tenants.yaml"] {
-        pool.kubectl()
-            .ok([
-                "apply",
-                "--server-side",
-                "-f",
-                &dir.join(file).to_string_lossy(),
-            ])
-            .await;
-    }
-    let tenants: Api<verbund_operator::api::Tenant> = Api::all(client.clone());
-    for doc in examples::saarland().iter().filter(|d| d.kind() == "Tenant") {
-        wait::ready(&tenants, doc.name(), TIMEOUT).await;
-    }
-    for file in [
-        "30-services-land.yaml",
-        "31-services-hochschulen.yaml",
-        "32-services-saarbruecken.yaml",
-        "33-services-kommunen.yaml",
-    ] {
-        pool.kubectl()
-            .ok([
-                "apply",
-                "--server-side",
-                "-f",
-                &dir.join(file).to_string_lossy(),
-            ])
-            .await;
-    }
-    for doc in examples::saarland()
-        .iter()
-        .filter(|d| d.kind() == "PortalService")
-    {
-        let api: Api<PortalService> =
-            Api::namespaced(client.clone(), doc.namespace().expect("namespaced"));
-        wait::ready(&api, doc.name(), TIMEOUT).await;
-    }
-}
-
 fn filter(f: ServiceFilter) -> ListServicesRequest {
     ListServicesRequest {
         filter: Some(f),
@@ -189,7 +147,7 @@ async fn portals_read_and_watch_the_catalogue() {
 
     // The plain-text replica starts first and leads; the example converges under it.
     let (plain, port) = start_replica(&kubeconfig, "plain", &[]).await;
-    apply_example(pool).await;
+    examples::apply_saarland(pool, TIMEOUT).await;
     let expected: BTreeSet<String> = example_entries().into_iter().map(|(n, _)| n).collect();
 
     // A replica started now says SERVING only once its catalogue holds the whole pool: every

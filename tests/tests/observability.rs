@@ -359,40 +359,8 @@ async fn dashboards_and_alerts_work_against_prometheus_scraping_the_operator() {
     operator.await_ready(TIMEOUT).await.expect("ready");
     let admin = operator.admin_url();
 
-    // The pool first; services once their tenants have made their namespaces.
-    let example = examples::saarland_dir();
-    let apply = |file: &'static str| {
-        let path = example.join(file);
-        async move {
-            pool.kubectl()
-                .ok(["apply", "--server-side", "-f", &path.to_string_lossy()])
-                .await;
-        }
-    };
-    for file in ["00-sites.yaml", "10-baselines.yaml", "20-tenants.yaml"] {
-        apply(file).await;
-    }
-    let tenants: Api<Tenant> = Api::all(client.clone());
-    for doc in examples::saarland().iter().filter(|d| d.kind() == "Tenant") {
-        wait::ready(&tenants, doc.name(), TIMEOUT).await;
-    }
-    for file in [
-        "30-services-land.yaml",
-        "31-services-hochschulen.yaml",
-        "32-services-saarbruecken.yaml",
-        "33-services-kommunen.yaml",
-    ] {
-        apply(file).await;
-    }
+    examples::apply_saarland(pool, TIMEOUT).await;
     let services: Api<PortalService> = Api::all(client.clone());
-    for doc in examples::saarland()
-        .iter()
-        .filter(|d| d.kind() == "PortalService")
-    {
-        let api: Api<PortalService> =
-            Api::namespaced(client.clone(), doc.namespace().expect("namespaced"));
-        wait::ready(&api, doc.name(), TIMEOUT).await;
-    }
     let total = services
         .list(&Default::default())
         .await
