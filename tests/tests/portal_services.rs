@@ -732,3 +732,126 @@ async fn a_refused_child_shows_in_ready_with_the_api_servers_message() {
         .await
         .expect("the Service exists now");
 }
+
+/// An admission policy's decision can change with no event Verbund sees (its binding removed,
+/// its parameters reaching the API server's admission a moment late): a refused service is
+/// retried with backoff and gets Ready once admission lets its children in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_refused_by_an_admission_policy_gets_ready_once_the_policy_lets_it() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let cluster = pool().await;
+    let _sites = SITES.read().await;
+    let client = cluster.client().await;
+    let ns = tenant(&client, "sperre", "Normal", &[], "8").await;
+    // The cluster admins' own change freeze on this namespace, not one of Verbund's policies.
+    let policy_name = format!("aenderungsstopp-{ns}");
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": { "name": policy_name },
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": { "resourceRules": [{
+                "apiGroups": ["apps"], "apiVersions": ["v1"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["deployments"]
+            }, {
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE", "UPDATE"], "resources": ["services"]
+            }]},
+            "validations": [{ "expression": "false", "message": "Änderungsstopp", "reason": "Forbidden" }]
+        }
+    }))
+    .expect("policy");
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": { "name": policy_name },
+        "spec": {
+            "policyName": policy_name,
+            "validationActions": ["Deny"],
+            "matchResources": { "namespaceSelector": { "matchLabels": {
+                "kubernetes.io/metadata.name": ns
+            }}}
+        }
+    }))
+    .expect("binding");
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("policy created");
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding created");
+    // The API server's admission takes up a new binding a moment after it is stored; a
+    // Service probes it (a probe Deployment would meet Verbund's baselines first). The
+    // Deployment is refused too, so no pod event can wake the service up.
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let probe: Service = serde_json::from_value(json!({
+        "metadata": { "name": "probe" },
+        "spec": { "ports": [{ "port": 80 }] }
+    }))
+    .expect("probe");
+    wait::until(TIMEOUT, "the change freeze in force", || {
+        let services = services.clone();
+        let probe = probe.clone();
+        async move {
+            match services
+                .create(
+                    &PostParams {
+                        dry_run: true,
+                        ..Default::default()
+                    },
+                    &probe,
+                )
+                .await
+            {
+                Err(kube::Error::Api(status)) if status.message.contains("Änderungsstopp") => {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+
+    let api = apply_service(
+        &client,
+        &ns,
+        &service("formular", "Normal", 1, 2, json!({})),
+    )
+    .await;
+    let refused = wait::until(TIMEOUT, "Ready=False with the policy's refusal", || {
+        let api = api.clone();
+        async move {
+            let ps = api.get("formular").await.map_err(|e| e.to_string())?;
+            let conditions = ps.status.map(|s| s.conditions).unwrap_or_default();
+            match conditions::find(&conditions, conditions::kind::READY) {
+                Some(c) if c.reason == "AdmissionRefused" => Ok(c.clone()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(refused.status, "False");
+    assert!(
+        refused.message.contains("Änderungsstopp"),
+        "the policy's words: {}",
+        refused.message
+    );
+
+    // Verbund watches neither policies nor bindings: only its retry can notice.
+    bindings
+        .delete(&policy_name, &DeleteParams::default())
+        .await
+        .expect("binding deleted");
+    wait::ready(&api, "formular", Duration::from_secs(180)).await;
+    services
+        .get("formular")
+        .await
+        .expect("the Service exists now");
+    policies
+        .delete(&policy_name, &DeleteParams::default())
+        .await
+        .expect("policy deleted");
+}

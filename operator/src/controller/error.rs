@@ -49,6 +49,10 @@ pub const CATEGORIES: [&str; 23] = [
 pub enum Class {
     /// The spec cannot work as it is: wait for a change.
     InvalidSpec,
+    /// An admission policy refused a child. Usually only a change helps, but a policy's
+    /// parameters (the Tenant's sites, a baseline) reach the API server's admission a moment
+    /// after Verbund sees them, and no event follows: retry with backoff up to the cap.
+    PolicyRefused,
     /// Retry with backoff; the world may change by itself.
     Transient,
     /// A bug in Verbund: log it loudly, retry with backoff.
@@ -165,7 +169,10 @@ impl ApiError {
     pub fn category(&self) -> &'static str {
         match &self.source {
             kube::Error::Api(status) => match status.code {
-                403 if status.message.contains("ValidatingAdmissionPolicy") => "AdmissionRefused",
+                // A policy's `reason` decides the code: Forbidden (403) or Invalid (422).
+                403 | 422 if status.message.contains("ValidatingAdmissionPolicy") => {
+                    "AdmissionRefused"
+                }
                 403 if status.message.contains("exceeded quota") => "QuotaRefused",
                 403 => "Forbidden",
                 404 => "NotFound",
@@ -183,9 +190,8 @@ impl ApiError {
 
     pub fn class(&self) -> Class {
         match self.category() {
-            // A baseline refuses what Verbund would run: only a change of the service or the
-            // baseline helps.
-            "AdmissionRefused" => Class::InvalidSpec,
+            // A baseline or the isolation policy refuses what Verbund would run.
+            "AdmissionRefused" => Class::PolicyRefused,
             // The API server's answer did not fit the types: Verbund's bug.
             "DecodeFailed" => Class::Internal,
             _ => Class::Transient,
@@ -328,7 +334,9 @@ pub fn retry_after_error(
 ) -> Option<Duration> {
     match class {
         Class::InvalidSpec => None,
-        Class::Transient | Class::Internal => Some(backoff_delay(attempt, retry_after, jitter)),
+        Class::PolicyRefused | Class::Transient | Class::Internal => {
+            Some(backoff_delay(attempt, retry_after, jitter))
+        }
     }
 }
 
@@ -387,7 +395,13 @@ mod tests {
             None,
         );
         assert_eq!(refused.category(), "AdmissionRefused");
-        assert_eq!(refused.class(), Class::InvalidSpec);
+        assert_eq!(refused.class(), Class::PolicyRefused);
+        let invalid = api(
+            422,
+            "ValidatingAdmissionPolicy 'freeze' with binding 'freeze' denied request",
+            None,
+        );
+        assert_eq!(invalid.category(), "AdmissionRefused");
         assert_eq!(api(409, "conflict", None).class(), Class::Transient);
         let error = Error::from(api(500, "range is full", None));
         assert!(
@@ -456,6 +470,11 @@ mod tests {
     #[test]
     fn an_invalid_spec_waits_and_everything_else_backs_off() {
         assert_eq!(retry_after_error(Class::InvalidSpec, 3, None, 0.5), None);
+        assert_eq!(
+            retry_after_error(Class::PolicyRefused, 20, None, 1.0),
+            Some(BACKOFF_CAP),
+            "a refusal is retried, at most every BACKOFF_CAP: the policy's parameters may lag"
+        );
         let internal = Error::from(BuildError::Encoding {
             what: "x".into(),
             message: "y".into(),
