@@ -11,10 +11,13 @@
 //! - change -> observedGeneration and change -> Ready latencies while pods churn elsewhere;
 //! - one audit cycle's requests at the tier's namespaces.
 //!
+//! `verbund-bench --catalog N` measures the gRPC catalogue instead (`catalog_load`).
+//!
 //! `verbund-bench` (src/main.rs) runs tiers and prints a table; the `smoke` tier runs inside
 //! `make test` (tests/smoke.rs) and asserts correctness only, never timings.
 
 pub mod audit_log;
+pub mod catalog_load;
 pub mod load;
 pub mod process;
 pub mod report;

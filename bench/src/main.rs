@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run --release -p verbund-bench -- --tier 1k
 //! cargo run --release -p verbund-bench -- --tier 1k --operator /path/to/other/verbund-operator --label baseline
+//! cargo run --release -p verbund-bench -- --catalog 10000
 //! ```
 
 use std::path::PathBuf;
@@ -15,8 +16,12 @@ use verbund_bench::{Options, Tier, run_tier};
 #[derive(Debug, Parser)]
 struct Args {
     /// Tiers to run, one after the other, each on a fresh pool: idle, smoke, 1k, 10k.
-    #[arg(long = "tier", required = true)]
+    #[arg(long = "tier", required_unless_present = "catalog")]
     tiers: Vec<String>,
+    /// Instead of tiers: the gRPC catalogue with this many services (ListServices latency,
+    /// 1,000 watchers and a burst of changes, the operator's memory).
+    #[arg(long, conflicts_with = "tiers")]
+    catalog: Option<usize>,
     /// The operator binary to measure; default: the one built with this bench.
     #[arg(long)]
     operator: Option<PathBuf>,
@@ -53,6 +58,19 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(services) = args.catalog {
+        eprintln!("measuring the catalogue with {services} services ...");
+        let report = runtime.block_on(verbund_bench::catalog_load::run(
+            &options.operator,
+            &options.label,
+            services,
+            options.timeout,
+        ))?;
+        println!("{}", report.table());
+        std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
+        eprintln!("report written to {}", args.json.display());
+        return Ok(());
+    }
     let mut reports = Vec::new();
     for name in &args.tiers {
         let tier = Tier::named(name)

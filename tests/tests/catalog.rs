@@ -420,7 +420,28 @@ async fn portals_read_and_watch_the_catalogue() {
     watch_sees_changes_and_resumes(&client, &mut catalog).await;
     grpcurl_works_without_proto_files(port).await;
     tls_and_mutual_tls(&kubeconfig, &expected).await;
+
+    // Shutting down, a replica tells its watchers to resume elsewhere (UNAVAILABLE, the
+    // standard retryable code) rather than cutting them off.
+    let mut watch = catalog
+        .watch_services(WatchServicesRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
     plain.signal("TERM").await.expect("stop");
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the watch ends with the shutdown");
+    let status = ended.expect_err("ends with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("resume"), "{status:?}");
     let (status, log) = plain.wait(Duration::from_secs(30)).await.expect("stops");
     assert!(status.success(), "the leader stops cleanly: {log}");
 }
@@ -612,23 +633,45 @@ async fn tls_and_mutual_tls(kubeconfig: &Path, expected: &BTreeSet<String>) {
         &[
             format!("--catalog-tls-cert={}", path(&ours.serving_cert)),
             format!("--catalog-tls-key={}", path(&ours.serving_key)),
+            format!("--catalog-rate={LIMITED_RATE}"),
         ],
     )
     .await;
+    // The mutual-TLS replica reads its files from a folder whose contents are renewed below,
+    // as a Secret volume's are.
+    let live = folder(dir.path().join("live"));
+    let (live_cert, live_key, live_ca) = (
+        live.join("tls.crt"),
+        live.join("tls.key"),
+        live.join("ca.crt"),
+    );
+    let install = |from: &pki::Pki| {
+        for (source, target) in [
+            (&from.serving_cert, &live_cert),
+            (&from.serving_key, &live_key),
+            (&from.ca_cert, &live_ca),
+        ] {
+            // Written aside and renamed: a reader never sees half a file.
+            let aside = target.with_extension("new");
+            std::fs::copy(source, &aside).expect("copy");
+            std::fs::rename(&aside, target).expect("rename");
+        }
+    };
+    install(&ours);
     let (mtls, mtls_port) = start_replica(
         kubeconfig,
         "mtls",
         &[
-            format!("--catalog-tls-cert={}", path(&ours.serving_cert)),
-            format!("--catalog-tls-key={}", path(&ours.serving_key)),
-            format!("--catalog-client-ca={}", path(&ours.ca_cert)),
+            format!("--catalog-tls-cert={}", path(&live_cert)),
+            format!("--catalog-tls-key={}", path(&live_key)),
+            format!("--catalog-client-ca={}", path(&live_ca)),
         ],
     )
     .await;
-    let ca = Certificate::from_pem(std::fs::read(&ours.ca_cert).expect("ca"));
-    let connect = |port: u16, identity: Option<(&Path, &Path)>| {
+    let connect_to = |port: u16, trusted: &Path, identity: Option<(&Path, &Path)>| {
+        let ca = Certificate::from_pem(std::fs::read(trusted).expect("ca"));
         let mut config = ClientTlsConfig::new()
-            .ca_certificate(ca.clone())
+            .ca_certificate(ca)
             .domain_name("localhost");
         if let Some((cert, key)) = identity {
             config = config.identity(Identity::from_pem(
@@ -646,6 +689,8 @@ async fn tls_and_mutual_tls(kubeconfig: &Path, expected: &BTreeSet<String>) {
             Ok::<_, tonic::transport::Error>(ServiceCatalogClient::new(channel))
         }
     };
+    let connect =
+        |port: u16, identity: Option<(&Path, &Path)>| connect_to(port, &ours.ca_cert, identity);
     let until_filled = |mut client: ServiceCatalogClient<Channel>| async move {
         wait::until(TIMEOUT, "the follower's catalogue", || {
             let mut client = client.clone();
@@ -668,6 +713,7 @@ async fn tls_and_mutual_tls(kubeconfig: &Path, expected: &BTreeSet<String>) {
     // TLS: the server proves itself; any client may read.
     let client = connect(tls_port, None).await.expect("TLS");
     until_filled(client).await;
+    limits_hold(connect(tls_port, None).await.expect("TLS")).await;
     // Mutual TLS: a client certificate of the configured CA is required.
     let client = connect(mtls_port, Some((&ours.admin_cert, &ours.admin_key)))
         .await
@@ -689,6 +735,40 @@ async fn tls_and_mutual_tls(kubeconfig: &Path, expected: &BTreeSet<String>) {
         };
         assert!(refused, "a client with {what} must be refused");
     }
+    // Renewed files are taken up without a restart: the server now proves itself with the
+    // other CA's certificate and accepts only that CA's clients.
+    install(&theirs);
+    wait::until(
+        tls_reload_timeout(),
+        "the renewed certificate taken up",
+        || {
+            let connected = connect_to(
+                mtls_port,
+                &theirs.ca_cert,
+                Some((&theirs.admin_cert, &theirs.admin_key)),
+            );
+            async move {
+                let mut client = connected.await.map_err(|e| format!("{e:?}"))?;
+                client
+                    .list_services(ListServicesRequest::default())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("{e:?}"))
+            }
+        },
+    )
+    .await;
+    let old_client = match connect(mtls_port, Some((&ours.admin_cert, &ours.admin_key))).await {
+        Err(_) => true,
+        Ok(mut client) => client
+            .list_services(ListServicesRequest::default())
+            .await
+            .is_err(),
+    };
+    assert!(
+        old_client,
+        "after the renewal, the old CA's client and server certificates are no longer accepted"
+    );
     // Plain text to a TLS port gets nothing.
     let plain = Channel::from_shared(format!("http://127.0.0.1:{tls_port}"))
         .expect("url")
@@ -707,6 +787,63 @@ async fn tls_and_mutual_tls(kubeconfig: &Path, expected: &BTreeSet<String>) {
         let (status, log) = replica.wait(Duration::from_secs(30)).await.expect("stops");
         assert!(status.success(), "a follower stops cleanly: {log}");
     }
+}
+
+/// The request rate the TLS replica allows one client address.
+const LIMITED_RATE: u32 = 20;
+
+/// A client sending faster than `--catalog-rate` is told to slow down, and served again a
+/// moment later; a request above the size limit is refused, naming the limit.
+async fn limits_hold(client: ServiceCatalogClient<Channel>) {
+    let burst = 10 * LIMITED_RATE as usize;
+    let answers = futures::future::join_all((0..burst).map(|_| {
+        let mut client = client.clone();
+        async move { client.get_pool_capacity(GetPoolCapacityRequest {}).await }
+    }))
+    .await;
+    let exhausted = answers
+        .iter()
+        .filter(|a| matches!(a, Err(s) if s.code() == tonic::Code::ResourceExhausted))
+        .count();
+    let served = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(
+        exhausted + served,
+        burst,
+        "only OK or RESOURCE_EXHAUSTED: {:?}",
+        answers
+            .iter()
+            .find(|a| matches!(a, Err(s) if s.code() != tonic::Code::ResourceExhausted))
+    );
+    assert!(
+        served >= LIMITED_RATE as usize && exhausted > 0,
+        "a burst of {burst} at --catalog-rate={LIMITED_RATE}: {served} served, {exhausted} refused"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    client
+        .clone()
+        .get_pool_capacity(GetPoolCapacityRequest {})
+        .await
+        .expect("served again after a pause");
+
+    let oversized = ListServicesRequest {
+        filter: Some(ServiceFilter {
+            service_key: "9".repeat(100 * 1024),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let refused = client
+        .clone()
+        .list_services(oversized)
+        .await
+        .expect_err("a request above the size limit");
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("limit"), "{refused:?}");
+}
+
+/// A few looks at the files, and the handshake.
+fn tls_reload_timeout() -> Duration {
+    verbund_operator::catalog::tls::RELOAD_EVERY * 4
 }
 
 fn folder(path: std::path::PathBuf) -> std::path::PathBuf {

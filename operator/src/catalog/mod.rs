@@ -5,6 +5,7 @@
 //! - `book`: the catalogue in memory, its revisions and the bounded change feed for watchers;
 //! - `feed`: keeps the book equal to the caches (no API-server call per request);
 //! - `server`: the gRPC service, health (`grpc.health.v1`) and reflection, limits and shutdown;
+//! - `tls`: TLS and mutual TLS from files, taken up again when they are renewed;
 //! - `page`: the public, accessible HTML directory of the services (`--directory-addr`).
 
 pub mod book;
@@ -12,6 +13,7 @@ pub mod entry;
 pub mod feed;
 pub mod page;
 pub mod server;
+pub mod tls;
 
 /// The generated protocol types, client and server.
 #[allow(clippy::all, missing_debug_implementations, missing_docs)]

@@ -10,13 +10,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::Stream;
+use futures::{FutureExt, Stream};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
@@ -25,6 +25,7 @@ use super::book::{Book, Start};
 use super::entry::{Filter, Invalid, Page, key, parse_name};
 use super::proto;
 use super::proto::service_catalog_server::{ServiceCatalog, ServiceCatalogServer};
+use super::tls::{self, Reloading, TlsFiles};
 use crate::cache::Stores;
 use crate::domain::resources::{Resource, Resources};
 use crate::metrics::Metrics;
@@ -66,18 +67,15 @@ impl CatalogArgs {
         }
     }
 
-    fn tls(&self) -> anyhow::Result<Option<ServerTlsConfig>> {
+    fn tls_files(&self) -> Option<TlsFiles> {
         let (Some(cert), Some(key)) = (&self.catalog_tls_cert, &self.catalog_tls_key) else {
-            return Ok(None);
+            return None;
         };
-        let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
-        };
-        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
-        if let Some(ca) = &self.catalog_client_ca {
-            tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
-        }
-        Ok(Some(tls))
+        Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: self.catalog_client_ca.clone(),
+        })
     }
 }
 
@@ -386,11 +384,11 @@ pub async fn serve(
         .concurrency_limit_per_connection(REQUESTS_IN_FLIGHT_PER_CONNECTION)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-    let tls = args.tls()?;
-    let secure = tls.is_some();
-    if let Some(tls) = tls {
-        server = server.tls_config(tls)?;
-    }
+    // TLS is Verbund's own (see `tls`), not tonic's, so that renewed files are taken up.
+    let tls = match args.tls_files() {
+        Some(files) => Some(Arc::new(Reloading::new(files)?)),
+        None => None,
+    };
     let router = server
         .add_service(health)
         .add_service(reflection)
@@ -419,9 +417,19 @@ pub async fn serve(
                 .await;
         }
     };
-    info!(addr = %listener.local_addr()?, tls = secure, mutual_tls = args.catalog_client_ca.is_some(), "catalogue listening");
-    let incoming = TcpListenerStream::new(listener);
-    let served = router.serve_with_incoming_shutdown(incoming, draining);
+    info!(addr = %listener.local_addr()?, tls = tls.is_some(), mutual_tls = args.catalog_client_ca.is_some(), "catalogue listening");
+    let served = match tls {
+        Some(tls) => {
+            tokio::spawn(tls.clone().watch(shutdown.clone()));
+            let incoming = tls::incoming(listener, tls, shutdown.clone());
+            router
+                .serve_with_incoming_shutdown(incoming, draining)
+                .boxed()
+        }
+        None => router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
+            .boxed(),
+    };
     tokio::pin!(served);
     tokio::select! {
         result = &mut served => return result.map_err(Into::into),
