@@ -301,16 +301,27 @@ where
     /// Only changes of the spec (a new `metadata.generation`), creations and deletions: for
     /// triggers that do not care about status.
     pub fn spec(self) -> Subscription<K> {
-        let mut seen: HashMap<ObjectRef<K>, Option<i64>> = HashMap::new();
+        self.changed_in(|object: &K| object.meta().generation)
+    }
+
+    /// Only creations, deletions and changes of `key` (say, the generation and one condition):
+    /// for triggers that care about part of an object.
+    pub fn changed_in<T>(self, key: impl Fn(&K) -> T + Send + 'static) -> Subscription<K>
+    where
+        T: PartialEq + Send + 'static,
+    {
+        let mut seen: HashMap<ObjectRef<K>, T> = HashMap::new();
         self.0
             .filter_map(move |change| {
                 let reference = ObjectRef::from_obj(&*change.object);
-                let generation = change.object.meta().generation;
                 let relevant = if change.deleted {
                     seen.remove(&reference);
                     true
                 } else {
-                    seen.insert(reference, generation) != Some(generation)
+                    let now = key(&change.object);
+                    let same = seen.get(&reference).is_some_and(|before| *before == now);
+                    seen.insert(reference, now);
+                    !same
                 };
                 futures::future::ready(relevant.then_some(change.object))
             })

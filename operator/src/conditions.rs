@@ -13,6 +13,9 @@ pub mod kind {
     pub const READY: &str = "Ready";
     /// Site: some of its nodes are not Ready.
     pub const DEGRADED: &str = "Degraded";
+    /// Site: at least one of its nodes is Ready; the transition time is when the last was lost
+    /// or the first came back (the failover's clock).
+    pub const AVAILABLE: &str = "Available";
     /// Site: cordoned by its operator (no new placements, services move away).
     pub const CORDONED: &str = "Cordoned";
     /// Tenant: the tenant uses all of a resource of its quota.
@@ -25,9 +28,10 @@ pub mod kind {
     pub const SCALING_LIMITED: &str = "ScalingLimited";
 
     /// Every condition type, for documentation and tests.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         READY,
         DEGRADED,
+        AVAILABLE,
         CORDONED,
         QUOTA_EXCEEDED,
         PLACED,
@@ -43,6 +47,12 @@ pub mod reason {
     pub const NO_READY_NODES: &str = "NoReadyNodes";
     pub const ALL_NODES_READY: &str = "AllNodesReady";
     pub const NODES_NOT_READY: &str = "NodesNotReady";
+    /// Ready still True: no Ready node, within the failover grace.
+    pub const NODES_LOST: &str = "NodesLost";
+    /// No Ready node past the grace: excluded from placement.
+    pub const SITE_FAILED: &str = "SiteFailed";
+    /// Nodes Ready again after a failure, within the recovery hold.
+    pub const RECOVERING: &str = "Recovering";
     pub const CORDONED: &str = "Cordoned";
     pub const NOT_CORDONED: &str = "NotCordoned";
     // Tenant
@@ -67,11 +77,14 @@ pub mod reason {
     pub const VIOLATIONS_FOUND: &str = "ViolationsFound";
 
     /// Every reason, for documentation and tests.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 26] = [
         NODES_READY,
         NO_READY_NODES,
         ALL_NODES_READY,
         NODES_NOT_READY,
+        NODES_LOST,
+        SITE_FAILED,
+        RECOVERING,
         CORDONED,
         NOT_CORDONED,
         RECONCILED,

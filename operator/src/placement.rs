@@ -1,6 +1,7 @@
 //! Placement of portal services on sites (pure).
 //!
-//! A site is eligible for a service when it is not cordoned, is certified for the service's
+//! A site is eligible for a service when it is not cordoned, is Ready (not failed over), is
+//! certified for the service's
 //! protection need (Maximumprinzip: `maxProtectionLevel >= protectionLevel`), and is allowed
 //! both by the tenant (`allowedSites`) and by the service (`placement.sites`). The eligible
 //! sites become a required node affinity on `topology.kubernetes.io/zone` and a topology
@@ -30,6 +31,8 @@ pub struct EligibleSite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exclusion {
     Cordoned,
+    /// The site's `Ready` is False (failed over, recovering, or no Ready node yet).
+    NotReady,
     NotCertified,
     NotAllowedByTenant,
     NotAllowedByService,
@@ -39,6 +42,7 @@ impl std::fmt::Display for Exclusion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Exclusion::Cordoned => "cordoned",
+            Exclusion::NotReady => "not Ready",
             Exclusion::NotCertified => "not certified for the protection level",
             Exclusion::NotAllowedByTenant => "not in the tenant's allowedSites",
             Exclusion::NotAllowedByService => "not in spec.placement.sites",
@@ -64,6 +68,15 @@ impl Placement {
     }
 }
 
+/// Whether a site takes placements: its `Ready` is not False (a site whose status is not
+/// written yet is given the benefit of the doubt).
+pub fn takes_placements(site: &Site) -> bool {
+    !site
+        .status
+        .as_ref()
+        .is_some_and(|s| crate::conditions::is_false(&s.conditions, crate::conditions::kind::READY))
+}
+
 /// Decides where `service` of `tenant` may run among `sites`.
 pub fn place<'a>(
     service: &PortalService,
@@ -77,6 +90,8 @@ pub fn place<'a>(
         let name = site.name_any();
         let exclusion = if site.spec.cordoned {
             Some(Exclusion::Cordoned)
+        } else if !takes_placements(site) {
+            Some(Exclusion::NotReady)
         } else if site.spec.max_protection_level < service.spec.protection_level {
             Some(Exclusion::NotCertified)
         } else if !crate::domain::tenancy::may_use(tenant, &name) {

@@ -21,6 +21,7 @@ use tracing::info;
 use crate::admin::{self, Health};
 use crate::cache::{Caches, Undecodable};
 use crate::catalog::{self, CatalogArgs};
+use crate::controller::site::status::Failover;
 use crate::controller::{self, Context, Settings, Writer};
 use crate::leader::{self, Leadership, LeaseArgs};
 use crate::meta::managers;
@@ -47,6 +48,13 @@ pub struct RunArgs {
     /// (jittered by up to a tenth, so objects do not all come back at once).
     #[arg(long, env = "VERBUND_RESYNC_SECONDS", default_value_t = 600)]
     pub resync_seconds: u64,
+    /// Seconds a site may have no Ready node before it fails over: excluded from placement,
+    /// its services move to the other eligible sites.
+    #[arg(long, env = "VERBUND_SITE_FAILURE_GRACE_SECONDS", default_value_t = 60)]
+    pub site_failure_grace_seconds: u64,
+    /// Seconds a failed site's nodes must be Ready again before it takes placements again.
+    #[arg(long, env = "VERBUND_SITE_RECOVERY_SECONDS", default_value_t = 120)]
+    pub site_recovery_seconds: u64,
     #[command(flatten)]
     pub lease: LeaseArgs,
     #[command(flatten)]
@@ -61,6 +69,8 @@ impl RunArgs {
             gateway_namespace: "verbund-gateway".into(),
             instance: "verbund-operator".into(),
             resync_seconds: 600,
+            site_failure_grace_seconds: 60,
+            site_recovery_seconds: 120,
             lease: LeaseArgs::single(),
             catalog: CatalogArgs::local(([127, 0, 0, 1], 0).into()),
         }
@@ -153,6 +163,10 @@ pub async fn run(client: Client, args: RunArgs, shutdown: CancellationToken) -> 
         settings: Settings {
             gateway_namespace: args.gateway_namespace.clone(),
             resync: Duration::from_secs(args.resync_seconds.max(1)),
+            failover: Failover {
+                grace: Duration::from_secs(args.site_failure_grace_seconds),
+                recovery: Duration::from_secs(args.site_recovery_seconds),
+            },
         },
         backoff: Default::default(),
         pacer: Default::default(),

@@ -35,6 +35,8 @@ pub struct Settings {
     pub gateway_namespace: String,
     /// How long after a successful reconcile an object is reconciled again anyway.
     pub resync: Duration,
+    /// When a site without Ready nodes fails over, and when it is used again.
+    pub failover: site::status::Failover,
 }
 
 impl Settings {

@@ -125,11 +125,15 @@ pub fn run(
         pods::portal_service_of(&pod)
             .map(|(ns, name)| ObjectRef::<PortalService>::new(&name).within(&ns))
     })
-    // A site cordoned, added or recertified (its spec, not the status that follows every
-    // pod), or a baseline changed: re-place and re-check every service.
-    .watches_shared_stream(caches.sites().spec(), move |_| {
-        all_services(&s1.portal_services)
-    })
+    // A site cordoned, added, recertified or failed over (its spec and whether it takes
+    // placements, not the figures that follow every pod), or a baseline changed: re-place
+    // and re-check every service.
+    .watches_shared_stream(
+        caches
+            .sites()
+            .changed_in(|site| (site.metadata.generation, placement::takes_placements(site))),
+        move |_| all_services(&s1.portal_services),
+    )
     .watches_shared_stream(caches.baselines().spec(), move |_| {
         all_services(&s2.portal_services)
     })

@@ -105,12 +105,12 @@ fn conditions_of(
         )
     } else {
         let sites: Vec<&str> = placement.eligible.iter().map(|s| s.site.as_str()).collect();
-        Condition::new(
-            kind::PLACED,
-            true,
-            reason::PLACED,
-            format!("placed on {}", sites.join(", ")),
-        )
+        let mut message = format!("placed on {}", sites.join(", "));
+        // Why the others are left out: cordoned, failed over, not certified, not allowed.
+        if !placement.excluded.is_empty() {
+            message.push_str(&format!("; not on {}", placement.exclusions()));
+        }
+        Condition::new(kind::PLACED, true, reason::PLACED, message)
     };
     let limited = match &facts.ceiling.limited {
         Some(message) => Condition::new(
@@ -303,7 +303,10 @@ mod tests {
         assert!(is_true(&status.conditions, kind::PLACED));
         assert!(is_true(&status.conditions, kind::COMPLIANT));
         let placed = find(&status.conditions, kind::PLACED).expect("Placed");
-        assert_eq!(placed.message, "placed on rz-land, rz-uds");
+        assert_eq!(
+            placed.message,
+            "placed on rz-land, rz-uds; not on rz-ego (not certified for the protection level)"
+        );
     }
 
     #[test]

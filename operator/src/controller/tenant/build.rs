@@ -521,6 +521,7 @@ mod tests {
         Settings {
             gateway_namespace: "verbund-gateway".into(),
             resync: std::time::Duration::from_secs(600),
+            failover: Default::default(),
         }
     }
 
