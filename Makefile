@@ -13,7 +13,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/verbund/target
 
 # Debian packages the tests use: buildah and skopeo build and read the image, podman and runc
 # run it.
-APT_PACKAGES := buildah skopeo podman runc prometheus
+APT_PACKAGES := buildah skopeo podman runc prometheus chromium
 
 .PHONY: help
 help: ## List the targets
