@@ -121,7 +121,7 @@ impl CatalogReport {
                 ),
             ),
             (
-                "the whole catalogue, paged by 1,000: p50 / p99 / max".to_string(),
+                "the whole catalogue, paged by 500: p50 / p99 / max".to_string(),
                 p(&self.whole_catalogue),
             ),
             (
@@ -297,7 +297,7 @@ async fn read_all(
     loop {
         let page = client
             .list_services(ListServicesRequest {
-                page_size: 1000,
+                page_size: 500,
                 page_token: token,
                 ..Default::default()
             })
@@ -317,10 +317,14 @@ async fn read_all(
 #[derive(Debug, Default)]
 struct Seen {
     snapshot_done: bool,
+    /// Entries in its first snapshot.
+    snapshot_size: usize,
     /// Its tenant's services with the burst's new title.
     changed: BTreeSet<String>,
     all_changes_at: Option<Instant>,
     resnapshots: u64,
+    /// Why its stream ended, if it did.
+    ended: Option<String>,
 }
 
 /// Runs the catalogue measurement with `services` services against `operator_binary`.
@@ -372,7 +376,13 @@ pub async fn run(
         .map(|name| {
             let namespaces = namespaces.clone();
             async move {
-                let ns = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } });
+                // Labelled as the Tenant controller would (no leader runs): the operator caches
+                // the namespaces bound to a baseline and reads their tenant from them.
+                let tenant = name.rsplit_once("-n").map(|(t, _)| t.to_string()).unwrap_or_default();
+                let mut ns = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } });
+                ns["metadata"]["labels"][verbund_operator::meta::TENANT_LABEL] = json!(tenant);
+                ns["metadata"]["labels"][verbund_operator::meta::BASELINE_LABEL] =
+                    json!("grundschutz-normal");
                 namespaces
                     .patch(
                         &name,
@@ -492,7 +502,17 @@ pub async fn run(
                     event = stream.message() => event,
                     () = stop.cancelled() => return,
                 };
-                let Ok(Some(event)) = event else { return };
+                let event = match event {
+                    Ok(Some(event)) => event,
+                    Ok(None) => {
+                        seen[w].lock().await.ended = Some("closed".into());
+                        return;
+                    }
+                    Err(status) => {
+                        seen[w].lock().await.ended = Some(status.to_string());
+                        return;
+                    }
+                };
                 let mut seen = seen[w].lock().await;
                 match event.r#type() {
                     Type::SnapshotEnd => {
@@ -500,6 +520,14 @@ pub async fn run(
                             seen.resnapshots += 1;
                         }
                         seen.snapshot_done = true;
+                    }
+                    Type::Snapshot if !seen.snapshot_done => {
+                        seen.snapshot_size += 1;
+                        if let Some(service) = event.service
+                            && new_title(&service.title)
+                        {
+                            seen.changed.insert(service.name);
+                        }
                     }
                     Type::Snapshot | Type::Modified | Type::Added => {
                         if let Some(service) = event.service
@@ -528,6 +556,13 @@ pub async fn run(
     })
     .await?;
     report.watchers_snapshot_seconds = watch_started.elapsed().as_secs_f64();
+    for (w, s) in seen.iter().enumerate() {
+        let size = s.lock().await.snapshot_size;
+        anyhow::ensure!(
+            size == per_tenant,
+            "watcher {w} got a snapshot of {size} entries, not its tenant's {per_tenant}"
+        );
+    }
     tokio::time::sleep(Duration::from_secs(5)).await;
     report.rss_watchers_mib = mib(process::rss_bytes(pid.load(Ordering::Relaxed)).unwrap_or(0));
 
@@ -580,11 +615,22 @@ pub async fn run(
     load::until(timeout, "every watcher saw its changes", || {
         let seen = seen.clone();
         async move {
-            let mut done = 0;
+            let (mut done, mut fewest, mut ended) = (0, usize::MAX, Vec::new());
             for s in seen.iter() {
-                done += usize::from(s.lock().await.all_changes_at.is_some());
+                let s = s.lock().await;
+                done += usize::from(s.all_changes_at.is_some());
+                fewest = fewest.min(s.changed.len());
+                ended.extend(s.ended.clone());
             }
-            Ok((done == WATCHERS, format!("{done} of {WATCHERS}")))
+            ended.dedup();
+            Ok((
+                done == WATCHERS,
+                format!(
+                    "{done} of {WATCHERS} watchers complete; the slowest saw {fewest} of {expected_per_watcher}; {} streams ended: {:?}",
+                    ended.len(),
+                    ended.first()
+                ),
+            ))
         }
     })
     .await?;

@@ -22,7 +22,7 @@ struct Args {
     /// 1,000 watchers and a burst of changes, the operator's memory).
     #[arg(long, conflicts_with = "tiers")]
     catalog: Option<usize>,
-    /// The operator binary to measure; default: the one built with this bench.
+    /// The operator binary to measure; default: this checkout's, built into the bench.
     #[arg(long)]
     operator: Option<PathBuf>,
     /// Name of the measured operator in the report.
@@ -39,15 +39,27 @@ struct Args {
     json: PathBuf,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    // The bench is also the operator it measures (`verbund-bench run ...`), so that one
+    // `cargo run` builds both from this checkout.
+    if std::env::args().nth(1).as_deref() == Some("run") {
+        return verbund_operator::cli::main();
+    }
+    match bench() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("verbund-bench: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber_init();
     let operator = match args.operator {
         Some(path) => path,
-        None => std::env::current_exe()?
-            .parent()
-            .map(|dir| dir.join("verbund-bench-operator"))
-            .ok_or_else(|| anyhow::anyhow!("cannot find the operator built with the bench"))?,
+        None => std::env::current_exe()?,
     };
     let options = Options {
         operator,

@@ -12,7 +12,7 @@ async fn the_smoke_tier_converges_and_a_restart_or_resync_writes_nothing() {
     verbund_tests::init_logging();
     let tier = Tier::named("smoke").expect("the smoke tier");
     let options = Options {
-        operator: Path::new(env!("CARGO_BIN_EXE_verbund-bench-operator")).to_path_buf(),
+        operator: Path::new(env!("CARGO_BIN_EXE_verbund-bench")).to_path_buf(),
         label: "smoke".into(),
         resync: Duration::from_secs(10),
         timeout: Duration::from_secs(180),

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    ManagedFieldsEntry, ObjectMeta, OwnerReference,
+    FieldsV1, ManagedFieldsEntry, ObjectMeta, OwnerReference,
 };
 use kube::Resource;
 use serde::Serialize;
@@ -133,7 +133,11 @@ pub fn needs_apply(desired_hash: &str, stored: Option<&ObjectMeta>, manager: &st
 }
 
 /// True when another manager wrote the object itself (not a subresource) after `manager`
-/// did (in a later second).
+/// did: in a later second, or in the same second with a write to the spec (managedFields
+/// times have one-second resolution, so a same-second edit would otherwise go unseen until
+/// the next change). A same-second write elsewhere (the Deployment controller's revision
+/// annotation after each rollout) is not an edit; nor is a tie after Verbund's own no-op
+/// apply, which the writer remembers (`Writer::known_unchanged`).
 pub fn written_by_others(meta: &ObjectMeta, manager: &str) -> bool {
     let entries = meta.managed_fields.as_deref().unwrap_or_default();
     let ours = entries
@@ -148,8 +152,40 @@ pub fn written_by_others(meta: &ObjectMeta, manager: &str) -> bool {
     entries.iter().any(|e| {
         e.manager.as_deref() != Some(manager)
             && is_main_resource(e)
-            && e.time.as_ref().is_some_and(|t| t > ours)
+            && e.time
+                .as_ref()
+                .is_some_and(|t| t > ours || (t == ours && touches_spec(e)))
     })
+}
+
+/// Who last wrote the object itself, and when (the newest entry per manager, subresources
+/// left out): equal on a full object and on its cached, stripped copy.
+pub fn main_writes(meta: &ObjectMeta) -> Vec<(String, String)> {
+    let mut newest: BTreeMap<String, String> = BTreeMap::new();
+    for e in meta
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|e| is_main_resource(e))
+    {
+        let time = e.time.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+        let manager = e.manager.clone().unwrap_or_default();
+        match newest.get(&manager) {
+            Some(kept) if *kept >= time => {}
+            _ => {
+                newest.insert(manager, time);
+            }
+        }
+    }
+    newest.into_iter().collect()
+}
+
+/// Whether a managedFields entry owns anything under `spec`.
+fn touches_spec(entry: &ManagedFieldsEntry) -> bool {
+    entry
+        .fields_v1
+        .as_ref()
+        .is_some_and(|f| f.0.get("f:spec").is_some())
 }
 
 /// The controller owner reference of an object, if it has one.
@@ -186,15 +222,17 @@ fn is_main_resource(entry: &ManagedFieldsEntry) -> bool {
     entry.subresource.as_deref().is_none_or(str::is_empty)
 }
 
-/// Shrinks `managedFields` to what [`written_by_others`] needs: no field sets, and only the
-/// newest entry per manager. Applied to every cached child (DESIGN §7: memory per object).
+/// Shrinks `managedFields` to what [`written_by_others`] needs: of each field set only whether
+/// it touches the spec, and only the newest entry per manager. Applied to every cached child (DESIGN §7: memory per object).
 pub fn strip_managed_fields(meta: &mut ObjectMeta) {
     let Some(entries) = meta.managed_fields.take() else {
         return;
     };
     let mut newest: BTreeMap<(String, bool), ManagedFieldsEntry> = BTreeMap::new();
     for mut entry in entries {
-        entry.fields_v1 = None;
+        // Of the field set only whether it reaches into the spec (see `written_by_others`).
+        entry.fields_v1 =
+            touches_spec(&entry).then(|| FieldsV1(serde_json::json!({ "f:spec": {} })));
         let key = (
             entry.manager.clone().unwrap_or_default(),
             is_main_resource(&entry),
@@ -310,6 +348,27 @@ mod tests {
             needs_apply("h1", Some(&foreign), FIELD_MANAGER),
             "never written by Verbund"
         );
+    }
+
+    #[test]
+    fn a_same_second_edit_of_the_spec_is_seen_and_other_ties_are_not() {
+        let mut edit = entry("kollege", 100, None);
+        edit.fields_v1 = Some(FieldsV1(serde_json::json!({
+            "f:spec": { "f:template": {} }
+        })));
+        let mut revision = entry("kube-controller-manager", 100, None);
+        revision.fields_v1 = Some(FieldsV1(serde_json::json!({
+            "f:metadata": { "f:annotations": {} }
+        })));
+        let spec_edit = meta("h1", vec![entry(FIELD_MANAGER, 100, None), edit]);
+        assert!(needs_apply("h1", Some(&spec_edit), FIELD_MANAGER));
+        let annotated = meta("h1", vec![entry(FIELD_MANAGER, 100, None), revision]);
+        assert!(!needs_apply("h1", Some(&annotated), FIELD_MANAGER));
+        // The cache keeps only that mark of the field set, and the verdicts stay.
+        for (mut m, verdict) in [(spec_edit, true), (annotated, false)] {
+            strip_managed_fields(&mut m);
+            assert_eq!(written_by_others(&m, FIELD_MANAGER), verdict);
+        }
     }
 
     #[test]

@@ -337,6 +337,38 @@ async fn dashcheck(files: &[PathBuf]) -> std::process::Output {
     output(command, &bin.display().to_string()).await
 }
 
+/// Lists, gets the pool's capacity and opens a watch, as a portal would; the watch stays open
+/// while the returned stream lives.
+async fn use_the_catalogue(
+    port: u16,
+) -> tonic::Streaming<verbund_operator::catalog::proto::ServiceEvent> {
+    use verbund_operator::catalog::proto::service_catalog_client::ServiceCatalogClient;
+    use verbund_operator::catalog::proto::{
+        GetPoolCapacityRequest, ListServicesRequest, WatchServicesRequest,
+    };
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("url")
+        .connect()
+        .await
+        .expect("the catalogue answers");
+    let mut catalog = ServiceCatalogClient::new(channel);
+    for _ in 0..3 {
+        catalog
+            .list_services(ListServicesRequest::default())
+            .await
+            .expect("list");
+        catalog
+            .get_pool_capacity(GetPoolCapacityRequest {})
+            .await
+            .expect("capacity");
+    }
+    catalog
+        .watch_services(WatchServicesRequest::default())
+        .await
+        .expect("watch")
+        .into_inner()
+}
+
 #[tokio::test]
 async fn dashboards_and_alerts_work_against_prometheus_scraping_the_operator() {
     // The dashboards decode as Grafana's dashboard model and follow the house rules.
@@ -352,14 +384,21 @@ async fn dashboards_and_alerts_work_against_prometheus_scraping_the_operator() {
     let pool = cluster::shared().await;
     let client = pool.client().await;
     crds::ensure_installed(&client).await;
-    let mut operator =
-        OperatorProcess::start_as_operator(operator_binary!(), pool.kubeconfig_path(), &[])
-            .await
-            .expect("the operator starts");
+    let catalog_port = free_port().expect("port");
+    let catalog_addr = format!("--catalog-addr=127.0.0.1:{catalog_port}");
+    let mut operator = OperatorProcess::start_as_operator(
+        operator_binary!(),
+        pool.kubeconfig_path(),
+        &[&catalog_addr],
+    )
+    .await
+    .expect("the operator starts");
     operator.await_ready(TIMEOUT).await.expect("ready");
     let admin = operator.admin_url();
 
     examples::apply_saarland(pool, TIMEOUT).await;
+    // A portal reads the catalogue and keeps a watch open, for the catalogue's panels.
+    let _watch = use_the_catalogue(catalog_port).await;
     let services: Api<PortalService> = Api::all(client.clone());
     let total = services
         .list(&Default::default())

@@ -40,10 +40,17 @@ pub struct Writer {
     metrics: Arc<Metrics>,
     /// The field manager of this writer's applies: one per controller (`meta::managers`).
     manager: &'static str,
-    /// Objects (by uid) whose last apply changed nothing, with the resource version it found:
-    /// another manager's later write there did not touch what Verbund wants, so applying again
-    /// before the object changes would only repeat the same no-op.
-    unchanged_by_apply: Arc<Mutex<HashMap<String, String>>>,
+    /// What Verbund's last apply of each object (by uid) left: until someone else writes the
+    /// object itself, applying again would only repeat a no-op (see `known_unchanged`).
+    unchanged_by_apply: Arc<Mutex<HashMap<String, LastApply>>>,
+}
+
+/// An object as Verbund's last apply left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LastApply {
+    version: String,
+    generation: Option<i64>,
+    main_writes: Vec<(String, String)>,
 }
 
 impl Debug for Writer {
@@ -156,40 +163,48 @@ impl Writer {
         }
         finish(&mut object);
         let applied = self.apply(api, &object).await?;
-        self.remember_if_unchanged(stored, applied.meta());
+        self.remember(applied.meta());
         Ok(Some(applied))
     }
 
-    /// True when `stored` is as Verbund's last apply found it, and that apply changed nothing.
+    /// True when nobody has written `stored` itself since Verbund's last apply left it so:
+    /// the same resource version, or (for kinds with a generation) the same generation and no
+    /// other manager's write to the object itself since (status writes, which bump only the
+    /// resource version, do not count). Applying again would only repeat a no-op.
     fn known_unchanged(&self, desired_hash: &str, stored: Option<&ObjectMeta>) -> bool {
         let Some(stored) = stored else { return false };
         if meta::stored_hash(stored) != Some(desired_hash) {
             return false;
         }
-        let (Some(uid), Some(version)) = (stored.uid.as_ref(), stored.resource_version.as_ref())
-        else {
+        let Some(uid) = stored.uid.as_ref() else {
             return false;
         };
-        self.unchanged_by_apply
-            .lock()
-            .is_ok_and(|known| known.get(uid) == Some(version))
+        let Ok(known) = self.unchanged_by_apply.lock() else {
+            return false;
+        };
+        let Some(last) = known.get(uid) else {
+            return false;
+        };
+        stored.resource_version.as_ref() == Some(&last.version)
+            || (stored.generation.is_some()
+                && stored.generation == last.generation
+                && meta::main_writes(stored) == last.main_writes)
     }
 
-    /// Remembers an apply that left the object as it was (same resource version).
-    fn remember_if_unchanged(&self, stored: Option<&ObjectMeta>, applied: &ObjectMeta) {
+    /// Remembers what Verbund's apply left.
+    fn remember(&self, applied: &ObjectMeta) {
         let Ok(mut known) = self.unchanged_by_apply.lock() else {
             return;
         };
-        match (stored, &applied.uid, &applied.resource_version) {
-            (Some(before), Some(uid), Some(version))
-                if before.resource_version.as_ref() == Some(version) =>
-            {
-                known.insert(uid.clone(), version.clone());
-            }
-            (_, Some(uid), _) => {
-                known.remove(uid);
-            }
-            _ => {}
+        if let (Some(uid), Some(version)) = (&applied.uid, &applied.resource_version) {
+            known.insert(
+                uid.clone(),
+                LastApply {
+                    version: version.clone(),
+                    generation: applied.generation,
+                    main_writes: meta::main_writes(applied),
+                },
+            );
         }
     }
 
