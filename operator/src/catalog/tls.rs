@@ -196,3 +196,61 @@ pub fn incoming(
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh self-signed certificate and key for localhost, as PEM.
+    fn pair() -> (String, String) {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+        (certified.cert.pem(), certified.signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn renewed_files_are_taken_up_and_broken_ones_keep_the_last_good_configuration() {
+        let dir = tempfile::tempdir().expect("dir");
+        let files = TlsFiles {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+            client_ca: None,
+        };
+        let write = |(cert, key): &(String, String)| {
+            std::fs::write(&files.cert, cert).expect("cert");
+            std::fs::write(&files.key, key).expect("key");
+        };
+        let first = pair();
+        write(&first);
+        let tls = Reloading::new(files.clone()).expect("a valid pair");
+        assert!(!tls.reload(), "unchanged files: nothing to take up");
+
+        // A key that does not fit the certificate, then a half-written one: both refused.
+        let other = pair();
+        std::fs::write(&files.key, &other.1).expect("key");
+        assert!(!tls.reload(), "a key of another certificate");
+        std::fs::write(&files.key, "-----BEGIN PRIVATE KEY-----\nMIIE").expect("key");
+        assert!(!tls.reload(), "half a key");
+        assert_eq!(
+            tls.current.read().expect("lock").0[1],
+            first.1.as_bytes(),
+            "the last good configuration stays"
+        );
+
+        write(&other);
+        assert!(tls.reload(), "a renewed pair is taken up");
+        assert_eq!(tls.current.read().expect("lock").0[0], other.0.as_bytes());
+    }
+
+    #[test]
+    fn a_missing_file_is_named_at_start() {
+        let dir = tempfile::tempdir().expect("dir");
+        let files = TlsFiles {
+            cert: dir.path().join("fehlt.crt"),
+            key: dir.path().join("fehlt.key"),
+            client_ca: None,
+        };
+        let error = Reloading::new(files).expect_err("no files");
+        assert!(error.to_string().contains("fehlt.crt"), "{error}");
+    }
+}
