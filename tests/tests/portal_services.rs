@@ -460,7 +460,13 @@ async fn cordoning_a_site_moves_its_pods_away_and_uncordoning_lets_them_back() {
             let placed = conditions::find(&status.conditions, "Placed")
                 .map(|c| c.message.clone())
                 .unwrap_or_default();
-            if ego == Some(0) && status.replicas.ready == 3 && !placed.contains("rz-ego") {
+            // "placed on rz-land, rz-uds; not on rz-ego (cordoned)"
+            let placed_on = placed.split(';').next().unwrap_or_default();
+            if ego == Some(0)
+                && status.replicas.ready == 3
+                && !placed_on.contains("rz-ego")
+                && placed.contains("rz-ego (cordoned)")
+            {
                 Ok(())
             } else {
                 Err(format!("{status:?}"))
@@ -532,13 +538,20 @@ async fn a_window_active_now_raises_the_floor_until_it_ends() {
         if n == 5 { Ok(()) } else { Err(n) }
     })
     .await;
-    let status = api
-        .get("spitze")
-        .await
-        .expect("service")
-        .status
-        .expect("status");
-    assert_eq!(status.active_window.as_deref(), Some("jetzt"));
+    // The status follows the pods a few seconds behind (figure updates are paced).
+    wait::until(TIMEOUT, "the status naming the active window", || async {
+        let status = api
+            .get("spitze")
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            .unwrap_or_default();
+        match status.active_window.as_deref() {
+            Some("jetzt") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 
     if crosses_midnight {
         // Too close to midnight to wait for the end: end it by moving it to another day.
