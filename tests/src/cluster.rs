@@ -230,6 +230,74 @@ impl SimulatedCluster {
         std::fs::read_to_string(path).ok()?.trim().parse().ok()
     }
 
+    /// Restarts control-plane `component` (`kube-apiserver`, `etcd`, ...) as a crash would:
+    /// SIGKILL, `down` of silence, then the same command line again, its output appended to
+    /// the component's log and its pid file updated (so the cluster's teardown stops it).
+    pub async fn restart_component(
+        &self,
+        component: &str,
+        down: Duration,
+    ) -> Result<(), HarnessError> {
+        let pid = self
+            .component_pid(component)
+            .ok_or_else(|| HarnessError::Start(format!("no pid file for {component}")))?;
+        let proc = PathBuf::from(format!("/proc/{pid}"));
+        let argv: Vec<String> = std::fs::read(proc.join("cmdline"))
+            .map_err(|e| HarnessError::io(&proc.join("cmdline"), e))?
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let cwd = std::fs::read_link(proc.join("cwd")).map_err(|e| HarnessError::io(&proc, e))?;
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| HarnessError::Start(format!("{component} has no command line")))?;
+        let killed = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .map_err(|e| HarnessError::Start(format!("cannot run kill: {e}")))?;
+        if !killed.success() {
+            return Err(HarnessError::Start(format!("kill -KILL {pid} failed")));
+        }
+        while proc.exists() && !is_zombie(&proc) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(down).await;
+        let logs = self.workdir.join("clusters").join(&self.name).join("logs");
+        let log_path = logs.join(format!("{component}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| HarnessError::io(&log_path, e))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| HarnessError::io(&log_path, e))?;
+        let child = {
+            use std::os::unix::process::CommandExt;
+            Command::new(program)
+                .args(args)
+                .current_dir(cwd)
+                .stdin(std::process::Stdio::null())
+                .stdout(log)
+                .stderr(err)
+                .process_group(0)
+                .spawn()
+                .map_err(|e| HarnessError::Start(format!("cannot start {component} again: {e}")))?
+        };
+        let pid_path = self
+            .workdir
+            .join("clusters")
+            .join(&self.name)
+            .join("pids")
+            .join(format!("{component}.pid"));
+        std::fs::write(&pid_path, child.id().to_string())
+            .map_err(|e| HarnessError::io(&pid_path, e))?;
+        // Not waited for: it runs until the cluster is deleted, like the others.
+        std::mem::forget(child);
+        Ok(())
+    }
+
     /// The sites and node counts this cluster was started with.
     pub fn spec(&self) -> &ClusterSpec {
         &self.spec
@@ -352,4 +420,15 @@ fn fake_node(name: &str, zone: &str, shape: &NodeShape) -> Node {
             ..Default::default()
         }),
     }
+}
+
+/// True when the process at `/proc/<pid>` has exited and waits to be reaped.
+fn is_zombie(proc: &std::path::Path) -> bool {
+    std::fs::read_to_string(proc.join("stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+        })
+        .is_none_or(|state| state == 'Z' || state == 'X')
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject};
 use kube::Client;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::config::Kubeconfig;
@@ -17,12 +17,16 @@ use crate::HarnessError;
 pub const NAMESPACE: &str = "verbund-system";
 pub const SERVICE_ACCOUNT: &str = "verbund-operator";
 
+/// The Role and RoleBinding of the operator's lease, as the chart names them.
+const LEADER_ELECTION: &str = "verbund-operator-leader-election";
+
 /// The user name the API server knows the operator by.
 pub fn username() -> String {
     format!("system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}")
 }
 
-/// Creates the ServiceAccount, the operator's ClusterRole and its binding (idempotently), and
+/// Creates the ServiceAccount, the operator's ClusterRole and its binding, the leader-election
+/// Role of its lease and its binding (idempotently), and
 /// writes a kubeconfig authenticating as the ServiceAccount next to `admin_kubeconfig`.
 pub async fn operator_kubeconfig(
     client: &Client,
@@ -91,6 +95,41 @@ pub async fn operator_kubeconfig(
             &params,
             &Patch::Apply(&binding),
         )
+        .await?;
+
+    // The chart's leader-election Role: its lease, in its namespace, and nothing else.
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": LEADER_ELECTION, "namespace": NAMESPACE },
+        "rules": [
+            { "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"] },
+            { "apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+              "resourceNames": [SERVICE_ACCOUNT], "verbs": ["get", "list", "watch", "patch"] }
+        ]
+    }))
+    .map_err(|e| HarnessError::Start(format!("leader-election role: {e}")))?;
+    Api::<Role>::namespaced(client.clone(), NAMESPACE)
+        .patch(LEADER_ELECTION, &params, &Patch::Apply(&role))
+        .await?;
+    let binding = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(LEADER_ELECTION.into()),
+            namespace: Some(NAMESPACE.into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: LEADER_ELECTION.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: SERVICE_ACCOUNT.into(),
+            namespace: Some(NAMESPACE.into()),
+            api_group: None,
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(client.clone(), NAMESPACE)
+        .patch(LEADER_ELECTION, &params, &Patch::Apply(&binding))
         .await?;
 
     token_kubeconfig(

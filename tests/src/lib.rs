@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod control_plane;
 pub mod crds;
 pub mod examples;
+pub mod faults;
 pub mod identity;
 pub mod kubectl;
 pub mod namespace;

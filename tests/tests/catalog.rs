@@ -26,7 +26,8 @@ use verbund_tests::operator::OperatorProcess;
 use verbund_tests::{cluster, crds, examples, operator_binary, pki, tools, wait};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
-const LEASE_NAMESPACE: &str = "verbund-system";
+/// Where the operator's account may keep its lease (`identity::operator_kubeconfig`).
+const LEASE_NAMESPACE: &str = verbund_tests::identity::NAMESPACE;
 
 /// The example's services with a catalogue entry: (namespace/name, the entry).
 fn example_entries() -> Vec<(String, serde_json::Value)> {
@@ -60,32 +61,6 @@ async fn start_replica(kubeconfig: &Path, name: &str, extra: &[String]) -> (Oper
         .expect("replica starts");
     replica.await_ready(TIMEOUT).await.expect("replica ready");
     (replica, port)
-}
-
-/// The leader-election Role of the chart, for the test's operator account.
-async fn grant_the_lease(pool: &cluster::SimulatedCluster) {
-    let manifest = json!({
-        "apiVersion": "v1", "kind": "List", "items": [
-            { "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": LEASE_NAMESPACE } },
-            { "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-              "metadata": { "name": "verbund-operator-leader-election", "namespace": LEASE_NAMESPACE },
-              "rules": [
-                { "apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"] },
-                { "apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                  "resourceNames": ["verbund-operator"], "verbs": ["get", "list", "watch", "patch"] } ] },
-            { "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-              "metadata": { "name": "verbund-operator-leader-election", "namespace": LEASE_NAMESPACE },
-              "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                           "name": "verbund-operator-leader-election" },
-              "subjects": [{ "kind": "ServiceAccount", "name": "verbund-operator",
-                             "namespace": LEASE_NAMESPACE }] } ]
-    });
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("lease-role.json");
-    std::fs::write(&file, manifest.to_string()).expect("manifest");
-    pool.kubectl()
-        .ok(["apply", "--server-side", "-f", &file.to_string_lossy()])
-        .await;
 }
 
 fn filter(f: ServiceFilter) -> ListServicesRequest {
@@ -140,7 +115,6 @@ async fn portals_read_and_watch_the_catalogue() {
     let pool = cluster::shared().await;
     let client = pool.client().await;
     crds::ensure_installed(&client).await;
-    grant_the_lease(pool).await;
     let kubeconfig = verbund_tests::operator::as_operator(pool.kubeconfig_path())
         .await
         .expect("the operator's account");

@@ -6,271 +6,163 @@
 //! - the operator killed (`kill -9`) in the middle of a mass create, and started again;
 //! - another field manager fighting Verbund over a child's image;
 //! - a Site deleted while services run on it, and applied again;
-//! - the CRDs upgraded with a new optional field while the operator runs.
+//! - the CRDs upgraded with a new optional field while the operator runs;
+//! - a tenant deleted while its services are being created;
+//! - hostile input: a service at every schema limit, one past each, and 1,000 invalid applies.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
-use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use verbund_operator::api::{PortalService, Site, Tenant};
 use verbund_operator::conditions::{self, kind};
-use verbund_tests::cluster::{self, SimulatedCluster};
-use verbund_tests::operator::OperatorProcess;
-use verbund_tests::{crds, examples, operator_binary, unique_name, wait};
+use verbund_operator::isolation;
+use verbund_tests::faults::{
+    MASS, TIMEOUT, all_ready, apply, invariants, metric, pool, quiet, service, start_operator,
+    tenant, total, writes,
+};
+use verbund_tests::{examples, operator_binary, wait};
 
-const TIMEOUT: Duration = Duration::from_secs(300);
-/// Services created at once in the mass create.
-const MASS: usize = 40;
-const MANAGED_BY: &str = "app.kubernetes.io/managed-by=verbund-operator";
+/// Services created in the scenarios after the mass create.
+const BATCH: usize = 20;
+/// Invalid applies in the hostile-input scenario.
+const HOSTILE: usize = 1000;
+/// Longer than the pacing of status figures (`controller::status::FIGURES_INTERVAL`, 5 s).
+const QUIET: Duration = Duration::from_secs(7);
 
-fn service(name: &str, min: i32) -> Value {
-    json!({
-        "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "PortalService", "metadata": { "name": name },
-        "spec": {
-            "image": "registry.saarland.de/portal/test@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-            "ports": [{ "name": "http", "port": 8080 }],
-            "replicas": { "min": min, "max": min + 1 },
-            "resources": { "cpu": "50m", "memory": "64Mi", "cpuLimit": "100m", "memoryLimit": "128Mi" },
-            "protectionLevel": "Normal",
+/// A service at every list and string limit of the schema.
+fn largest_service(name: &str) -> Value {
+    let mut body = service(name, 1);
+    let spec = &mut body["spec"];
+    spec["command"] = json!(
+        (0..32)
+            .map(|i| format!("/bin/dienst-{i}"))
+            .collect::<Vec<_>>()
+    );
+    spec["args"] = json!((0..64).map(|i| format!("--option-{i}")).collect::<Vec<_>>());
+    spec["env"] = json!(
+        (0..64)
+            .map(|i| json!({ "name": format!("VARIABLE_{i:02}"), "value": "x".repeat(4096) }))
+            .collect::<Vec<_>>()
+    );
+    spec["scaling"] = json!({ "windows": (0..16).map(|i| json!({
+        "name": format!("fenster-{i:02}"), "days": ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+        "start": format!("{i:02}:00"), "end": format!("{i:02}:30"), "minReplicas": 1,
+    })).collect::<Vec<_>>() });
+    spec["placement"] = json!({ "sites": ["rz-ego", "rz-land", "rz-uds"] });
+    body
+}
+
+/// Services one step past a limit, and the field the refusal must name.
+fn past_the_limits() -> Vec<(&'static str, Value, &'static str)> {
+    let one_more = |field: &str, extra: Value| {
+        let mut body = largest_service("dienst-zu-gross");
+        match field {
+            "windows" => body["spec"]["scaling"]["windows"]
+                .as_array_mut()
+                .expect("windows")
+                .push(extra),
+            _ => body["spec"][field].as_array_mut().expect(field).push(extra),
         }
-    })
-}
-
-/// A tenant owning one namespace of its name, Ready; returns the name.
-async fn tenant(client: &Client, prefix: &str) -> String {
-    let name = unique_name(prefix);
-    let body = json!({
-        "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "Tenant", "metadata": { "name": name },
-        "spec": {
-            "displayName": name, "organisation": { "kind": "State", "name": "Testbehörde" },
-            "namespaces": [name], "quota": { "cpu": "16", "memory": "32Gi", "pods": 120 },
-            "maxProtectionLevel": "Normal", "deletionPolicy": "Delete",
-            "routes": [{ "host": "service.saarland.de", "pathPrefix": format!("/{name}") }]
-        }
-    });
-    let api: Api<Tenant> = Api::all(client.clone());
-    api.patch(
-        &name,
-        &PatchParams::apply("verbund-tests"),
-        &Patch::Apply(&body),
-    )
-    .await
-    .expect("tenant");
-    wait::ready(&api, &name, TIMEOUT).await;
-    name
-}
-
-async fn apply(api: &Api<PortalService>, body: &Value) {
-    let name = body["metadata"]["name"].as_str().expect("name");
-    api.patch(
-        name,
-        &PatchParams::apply("verbund-tests"),
-        &Patch::Apply(body),
-    )
-    .await
-    .expect("service accepted");
-}
-
-/// The operator's writes so far, by kind (its own counter).
-async fn writes(operator: &OperatorProcess) -> BTreeMap<String, f64> {
-    let text = reqwest::get(format!("{}/metrics", operator.admin_url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let mut by_kind = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("verbund_api_writes_total{"))
-    {
-        let kind = line
-            .split("kind=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or_default()
-            .to_string();
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        *by_kind.entry(kind).or_default() += value;
-    }
-    by_kind
-}
-
-fn total(w: &BTreeMap<String, f64>) -> f64 {
-    w.values().sum()
-}
-
-/// Every service of `ns` Ready for its generation.
-async fn all_ready(api: &Api<PortalService>, count: usize) {
-    wait::until(TIMEOUT, &format!("{count} services Ready"), || async {
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|ps| {
-                ps.status.as_ref().is_some_and(|s| {
-                    s.observed_generation == ps.metadata.generation
-                        && conditions::is_true(&s.conditions, kind::READY)
-                })
-            })
-            .count();
-        if list.items.len() == count && ready == count {
-            Ok(())
-        } else {
-            Err(format!("{ready} of {} Ready", list.items.len()))
-        }
-    })
-    .await;
-}
-
-/// Names of the objects of one kind in `ns` that Verbund manages, with their owner's uid.
-async fn children<K>(client: &Client, ns: &str) -> Vec<(String, Option<String>)>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    Api::<K>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(MANAGED_BY))
-        .await
-        .expect("children")
-        .items
-        .iter()
-        .map(|o| {
-            (
-                o.name_any(),
-                o.owner_references().first().map(|r| r.uid.clone()),
-            )
-        })
-        .collect()
-}
-
-/// Nothing lost, nothing twice: each service has exactly one of each child, owned by it, no
-/// managed child is without a live owner, and the namespace keeps its guard rails.
-async fn invariants(client: &Client, ns: &str) {
-    let services: BTreeMap<String, String> = Api::<PortalService>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await
-        .expect("services")
-        .items
-        .iter()
-        .map(|ps| (ps.name_any(), ps.uid().unwrap_or_default()))
-        .collect();
-    let kinds = [
-        ("Deployment", children::<Deployment>(client, ns).await),
-        ("Service", children::<Service>(client, ns).await),
+        body
+    };
+    let mut long_value = largest_service("dienst-zu-gross");
+    long_value["spec"]["env"][0]["value"] = json!("x".repeat(4097));
+    vec![
         (
-            "ServiceAccount",
-            children::<ServiceAccount>(client, ns).await,
+            "65 environment variables",
+            one_more("env", json!({ "name": "EINE_ZU_VIEL", "value": "x" })),
+            "spec.env",
         ),
         (
-            "HorizontalPodAutoscaler",
-            children::<HorizontalPodAutoscaler>(client, ns).await,
+            "33 command words",
+            one_more("command", json!("zu-viel")),
+            "spec.command",
         ),
         (
-            "PodDisruptionBudget",
-            children::<PodDisruptionBudget>(client, ns).await,
+            "17 scaling windows",
+            one_more(
+                "windows",
+                json!({ "name": "fenster-zu-viel", "days": ["Monday"], "start": "20:00", "end": "21:00", "minReplicas": 1 }),
+            ),
+            "spec.scaling.windows",
         ),
-        ("Ingress", children::<Ingress>(client, ns).await),
+        (
+            "an environment value of 4,097 characters",
+            long_value,
+            "spec.env[0].value",
+        ),
+    ]
+}
+
+/// Invalid applies, to existing services and new ones: (name, body, field the refusal names).
+fn invalid_applies() -> Vec<(String, Value, &'static str)> {
+    let with = |name: &str, edit: &dyn Fn(&mut Value)| {
+        let mut body = service(name, 1);
+        edit(&mut body["spec"]);
+        (name.to_string(), body)
+    };
+    let cases: Vec<((String, Value), &'static str)> = vec![
+        (
+            with("dienst-00", &|s| s["protectionLevel"] = json!("Geheim")),
+            "spec.protectionLevel",
+        ),
+        (
+            with("dienst-01", &|s| s["image"] = json!("kein image")),
+            "spec.image",
+        ),
+        (
+            with("dienst-02", &|s| s["replicas"]["min"] = json!(-1)),
+            "spec.replicas.min",
+        ),
+        (with("boese-01", &|s| s["ports"] = json!([])), "spec.ports"),
+        (
+            with(
+                "boese-02",
+                &|s| {
+                    s["ports"] =
+                        json!([{ "name": "a", "port": 8080 }, { "name": "b", "port": 8080 }])
+                },
+            ),
+            "spec.ports",
+        ),
+        (
+            with(
+                "boese-03",
+                &|s| s["scaling"] = json!({ "windows": [{ "name": "nacht", "days": ["Monday"], "start": "22:00", "end": "06:00", "minReplicas": 1 }] }),
+            ),
+            "spec.scaling.windows[0].end",
+        ),
+        (
+            with(
+                "boese-04",
+                &|s| s["scaling"] = json!({ "windows": [{ "name": "spitze", "days": ["Monday"], "start": "08:00", "end": "10:00", "minReplicas": 50 }] }),
+            ),
+            "spec.scaling",
+        ),
+        (
+            with("dienst-03", &|s| {
+                s["env"] = json!([{ "name": "LANG", "value": "x".repeat(4097) }])
+            }),
+            "spec.env[0].value",
+        ),
     ];
-    let owners: Vec<&String> = services.values().collect();
-    // Every service has a Deployment, a Service and a ServiceAccount; an autoscaler, a
-    // disruption budget and an Ingress only when its spec asks for them. Never two.
-    let required = ["Deployment", "Service", "ServiceAccount"];
-    for (kind, objects) in &kinds {
-        for service in services.keys() {
-            let n = objects.iter().filter(|(name, _)| name == service).count();
-            if required.contains(kind) {
-                assert_eq!(n, 1, "{ns}: {n} {kind} of service {service}");
-            } else {
-                assert!(n <= 1, "{ns}: {n} {kind} of service {service}");
-            }
-        }
-        for (name, owner) in objects {
-            // Children of the namespace itself (the default-deny, the tenant's own) have no
-            // PortalService owner; a service's children must have a live one.
-            if services.contains_key(name) {
-                assert!(
-                    owner.as_ref().is_some_and(|uid| owners.contains(&uid)),
-                    "{ns}: {kind} {name} is not owned by its live service"
-                );
-            }
-        }
-    }
-    let namespace = Api::<Namespace>::all(client.clone())
-        .get(ns)
-        .await
-        .expect("namespace");
-    assert!(
-        namespace
-            .labels()
-            .contains_key("verbund.saarland.de/baseline"),
-        "{ns} lost its baseline label"
-    );
-    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(MANAGED_BY))
-        .await
-        .expect("quotas");
-    assert!(!quotas.items.is_empty(), "{ns} lost its quota");
-    let limits = Api::<LimitRange>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(MANAGED_BY))
-        .await
-        .expect("limit ranges");
-    assert!(!limits.items.is_empty(), "{ns} lost its LimitRange");
-    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(MANAGED_BY))
-        .await
-        .expect("network policies");
-    assert!(
-        policies.items.len() > services.len(),
-        "{ns}: the namespace's own network policies besides the services'"
-    );
-}
-
-async fn start_operator(kubeconfig: &std::path::Path) -> OperatorProcess {
-    let mut operator = OperatorProcess::start(operator_binary!(), kubeconfig, &[])
-        .await
-        .expect("operator starts");
-    operator.await_ready(TIMEOUT).await.expect("operator ready");
-    operator
-}
-
-async fn pool() -> (&'static SimulatedCluster, Client, std::path::PathBuf) {
-    let pool = cluster::shared().await;
-    let client = pool.client().await;
-    crds::ensure_installed(&client).await;
-    for file in ["00-sites.yaml", "10-baselines.yaml"] {
-        let path = examples::saarland_dir().join(file);
-        pool.kubectl()
-            .ok(["apply", "--server-side", "-f", &path.to_string_lossy()])
-            .await;
-    }
-    let kubeconfig = verbund_tests::operator::as_operator(pool.kubeconfig_path())
-        .await
-        .expect("the operator's account");
-    (pool, client, kubeconfig)
+    cases
+        .into_iter()
+        .map(|((name, body), field)| (name, body, field))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_leave_the_pool_converged_with_nothing_lost() {
     let (pool, client, kubeconfig) = pool().await;
-    let mut operator = start_operator(&kubeconfig).await;
+    let mut operator = start_operator(operator_binary!(), &kubeconfig, &[]).await;
 
     // 1. kill -9 in the middle of a mass create.
     let ns = tenant(&client, "abbruch").await;
@@ -309,7 +201,7 @@ async fn faults_leave_the_pool_converged_with_nothing_lost() {
         .items
         .len();
     let restarted = Instant::now();
-    operator = start_operator(&kubeconfig).await;
+    operator = start_operator(operator_binary!(), &kubeconfig, &[]).await;
     all_ready(&services, MASS).await;
     invariants(&client, &ns).await;
     eprintln!(
@@ -520,6 +412,153 @@ async fn faults_leave_the_pool_converged_with_nothing_lost() {
         )
         .await
         .expect("CRD as shipped");
+
+    // 5. A tenant deleted while its services are being created.
+    let doomed = tenant(&client, "aufloesung").await;
+    let doomed_services: Api<PortalService> = Api::namespaced(client.clone(), &doomed);
+    for i in 0..BATCH {
+        apply(&doomed_services, &service(&format!("dienst-{i:02}"), 1)).await;
+    }
+    let doomed_deployments: Api<Deployment> = Api::namespaced(client.clone(), &doomed);
+    wait::until(TIMEOUT, "the doomed tenant's first Deployment", || async {
+        let n = doomed_deployments
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len();
+        if n > 0 {
+            Ok(())
+        } else {
+            Err("none yet".to_string())
+        }
+    })
+    .await;
+    let before = writes(&operator).await;
+    let deleted_at = Instant::now();
+    let tenants: Api<Tenant> = Api::all(client.clone());
+    tenants
+        .delete(&doomed, &DeleteParams::default())
+        .await
+        .expect("tenant deleted");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
+    wait::until(
+        TIMEOUT,
+        "the tenant, its namespace and its binding gone",
+        || async {
+            let left = [
+                tenants.get_opt(&doomed).await.map(|o| o.is_some()),
+                namespaces.get_opt(&doomed).await.map(|o| o.is_some()),
+                bindings
+                    .get_opt(&isolation::binding_name(&doomed))
+                    .await
+                    .map(|o| o.is_some()),
+            ];
+            match left.iter().filter(|l| !matches!(l, Ok(false))).count() {
+                0 => Ok(()),
+                n => Err(format!("{n} of 3 still there: {left:?}")),
+            }
+        },
+    )
+    .await;
+    let gone = deleted_at.elapsed();
+    // The operator is still at work for everyone else.
+    all_ready(&services, MASS).await;
+    invariants(&client, &ns).await;
+    eprintln!(
+        "fault tenant deleted mid-create: tenant, namespace and admission binding gone {:.1} s after the delete ({BATCH} services being created); writes {:.0}",
+        gone.as_secs_f64(),
+        total(&writes(&operator).await) - total(&before)
+    );
+
+    // 6. Hostile input at volume. A service at every list and string limit is admitted
+    //    (its CEL rules within the cost budget) and runs; one past a limit is refused naming
+    //    the field; 1,000 invalid applies change nothing stored and not the operator's memory.
+    let largest = largest_service("dienst-gross");
+    apply(&services, &largest).await;
+    wait::ready(&services, "dienst-gross", TIMEOUT).await;
+    for (what, body, field) in past_the_limits() {
+        let refused = services
+            .patch(
+                "dienst-zu-gross",
+                &PatchParams::apply("verbund-tests"),
+                &Patch::Apply(&body),
+            )
+            .await
+            .expect_err(what);
+        assert!(
+            refused.to_string().contains(field),
+            "{what}: the refusal names {field}: {refused}"
+        );
+    }
+    all_ready(&services, MASS + 1).await;
+    let stored = |list: Vec<PortalService>| -> BTreeMap<String, Option<String>> {
+        list.into_iter()
+            .map(|ps| (ps.name_any(), ps.resource_version()))
+            .collect()
+    };
+    let before_versions = stored(
+        services
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items,
+    );
+    quiet(&operator, QUIET).await;
+    let rss_before = metric(&operator, "process_resident_memory_bytes", &[]).await;
+    let before = writes(&operator).await;
+    let invalid = invalid_applies();
+    let mut refused = 0;
+    for i in 0..HOSTILE {
+        let (name, body, field) = &invalid[i % invalid.len()];
+        match services
+            .patch(
+                name,
+                &PatchParams::apply("angreifer").force(),
+                &Patch::Apply(body),
+            )
+            .await
+        {
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                assert!(
+                    status.message.contains(field),
+                    "{field}: {}",
+                    status.message
+                );
+                refused += 1;
+            }
+            other => panic!("invalid apply {i} to {name} was not refused: {other:?}"),
+        }
+    }
+    // Let a refused change reach the operator if one could: none may.
+    tokio::time::sleep(QUIET).await;
+    let rss_after = metric(&operator, "process_resident_memory_bytes", &[]).await;
+    let after_versions = stored(
+        services
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items,
+    );
+    assert_eq!(refused, HOSTILE, "every invalid apply refused");
+    assert_eq!(before_versions, after_versions, "nothing stored changed");
+    let hostile_writes = total(&writes(&operator).await) - total(&before);
+    assert_eq!(
+        hostile_writes, 0.0,
+        "the operator wrote nothing for refused input"
+    );
+    let grown = (rss_after - rss_before) / (1024.0 * 1024.0);
+    assert!(
+        grown < 8.0,
+        "the operator's memory grew by {grown:.1} MiB over {HOSTILE} refused applies"
+    );
+    eprintln!(
+        "fault hostile input: the largest service Ready; {HOSTILE} invalid applies refused with 422 naming the field; operator RSS {:.1} -> {:.1} MiB; 0 writes",
+        rss_before / (1024.0 * 1024.0),
+        rss_after / (1024.0 * 1024.0)
+    );
+    invariants(&client, &ns).await;
 
     operator.signal("TERM").await.expect("stop");
     let (status, log) = operator.wait(Duration::from_secs(30)).await.expect("stops");

@@ -1,0 +1,311 @@
+//! What the fault scenarios share: a tenant and its services, the operator's write counter,
+//! and the invariants every scenario ends with (nothing lost, nothing twice, guard rails kept).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+use verbund_operator::api::{PortalService, Tenant};
+use verbund_operator::conditions::{self, kind};
+
+use crate::cluster::{self, SimulatedCluster};
+use crate::operator::OperatorProcess;
+use crate::{crds, examples, unique_name, wait};
+
+pub const TIMEOUT: Duration = Duration::from_secs(300);
+/// Services created at once in the mass create.
+pub const MASS: usize = 40;
+const MANAGED_BY: &str = "app.kubernetes.io/managed-by=verbund-operator";
+
+/// A Normal-protection service of `min` replicas (at most one more).
+pub fn service(name: &str, min: i32) -> Value {
+    json!({
+        "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "PortalService", "metadata": { "name": name },
+        "spec": {
+            "image": "registry.saarland.de/portal/test@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "ports": [{ "name": "http", "port": 8080 }],
+            "replicas": { "min": min, "max": min + 1 },
+            "resources": { "cpu": "50m", "memory": "64Mi", "cpuLimit": "100m", "memoryLimit": "128Mi" },
+            "protectionLevel": "Normal",
+        }
+    })
+}
+
+/// A tenant owning one namespace of its name, Ready; returns the name.
+pub async fn tenant(client: &Client, prefix: &str) -> String {
+    let name = unique_name(prefix);
+    let body = json!({
+        "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "Tenant", "metadata": { "name": name },
+        "spec": {
+            "displayName": name, "organisation": { "kind": "State", "name": "Testbehörde" },
+            "namespaces": [name], "quota": { "cpu": "16", "memory": "32Gi", "pods": 120 },
+            "maxProtectionLevel": "Normal", "deletionPolicy": "Delete",
+            "routes": [{ "host": "service.saarland.de", "pathPrefix": format!("/{name}") }]
+        }
+    });
+    let api: Api<Tenant> = Api::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::apply("verbund-tests"),
+        &Patch::Apply(&body),
+    )
+    .await
+    .expect("tenant");
+    wait::ready(&api, &name, TIMEOUT).await;
+    name
+}
+
+/// Applies `body` as the tests' field manager.
+pub async fn apply(api: &Api<PortalService>, body: &Value) {
+    let name = body["metadata"]["name"].as_str().expect("name");
+    api.patch(
+        name,
+        &PatchParams::apply("verbund-tests"),
+        &Patch::Apply(body),
+    )
+    .await
+    .expect("service accepted");
+}
+
+/// The operator's writes so far, by kind (its own counter).
+pub async fn writes(operator: &OperatorProcess) -> BTreeMap<String, f64> {
+    let text = reqwest::get(format!("{}/metrics", operator.admin_url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let mut by_kind = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("verbund_api_writes_total{"))
+    {
+        let kind = line
+            .split("kind=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default()
+            .to_string();
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *by_kind.entry(kind).or_default() += value;
+    }
+    by_kind
+}
+
+/// The sum of the operator's series of metric family `name` whose labels contain every one of
+/// `labels` (`key="value"`); NaN when the operator does not answer.
+pub async fn metric(operator: &OperatorProcess, name: &str, labels: &[&str]) -> f64 {
+    let url = format!("{}/metrics", operator.admin_url());
+    let body = match reqwest::get(&url).await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(_) => return f64::NAN,
+    };
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.split(['{', ' '])
+                .next()
+                .is_some_and(|family| family == name)
+        })
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |sum, v| sum + v)
+}
+
+/// Waits until the operator has written nothing for `calm` (paced status figures included),
+/// so that what it writes next is caused by what the test does next.
+pub async fn quiet(operator: &OperatorProcess, calm: Duration) {
+    let mut last = total(&writes(operator).await);
+    let mut since = std::time::Instant::now();
+    let deadline = since + TIMEOUT;
+    while since.elapsed() < calm {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the operator kept writing for {TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = total(&writes(operator).await);
+        if now != last {
+            last = now;
+            since = std::time::Instant::now();
+        }
+    }
+}
+
+/// All writes of a `writes` reading.
+pub fn total(w: &BTreeMap<String, f64>) -> f64 {
+    w.values().sum()
+}
+
+/// Every service of `api` (and `count` of them) Ready for its generation.
+pub async fn all_ready(api: &Api<PortalService>, count: usize) {
+    wait::until(TIMEOUT, &format!("{count} services Ready"), || async {
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|ps| {
+                ps.status.as_ref().is_some_and(|s| {
+                    s.observed_generation == ps.metadata.generation
+                        && conditions::is_true(&s.conditions, kind::READY)
+                })
+            })
+            .count();
+        if list.items.len() == count && ready == count {
+            Ok(())
+        } else {
+            Err(format!("{ready} of {} Ready", list.items.len()))
+        }
+    })
+    .await;
+}
+
+/// Names of the objects of one kind in `ns` that Verbund manages, with their owner's uid.
+pub async fn children<K>(client: &Client, ns: &str) -> Vec<(String, Option<String>)>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(MANAGED_BY))
+        .await
+        .expect("children")
+        .items
+        .iter()
+        .map(|o| {
+            (
+                o.name_any(),
+                o.owner_references().first().map(|r| r.uid.clone()),
+            )
+        })
+        .collect()
+}
+
+/// Nothing lost, nothing twice: each service has exactly one of each child, owned by it, no
+/// managed child is without a live owner, and the namespace keeps its guard rails.
+pub async fn invariants(client: &Client, ns: &str) {
+    let services: BTreeMap<String, String> = Api::<PortalService>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("services")
+        .items
+        .iter()
+        .map(|ps| (ps.name_any(), ps.uid().unwrap_or_default()))
+        .collect();
+    let kinds = [
+        ("Deployment", children::<Deployment>(client, ns).await),
+        ("Service", children::<Service>(client, ns).await),
+        (
+            "ServiceAccount",
+            children::<ServiceAccount>(client, ns).await,
+        ),
+        (
+            "HorizontalPodAutoscaler",
+            children::<HorizontalPodAutoscaler>(client, ns).await,
+        ),
+        (
+            "PodDisruptionBudget",
+            children::<PodDisruptionBudget>(client, ns).await,
+        ),
+        ("Ingress", children::<Ingress>(client, ns).await),
+    ];
+    let owners: Vec<&String> = services.values().collect();
+    // Every service has a Deployment, a Service and a ServiceAccount; an autoscaler, a
+    // disruption budget and an Ingress only when its spec asks for them. Never two.
+    let required = ["Deployment", "Service", "ServiceAccount"];
+    for (kind, objects) in &kinds {
+        for service in services.keys() {
+            let n = objects.iter().filter(|(name, _)| name == service).count();
+            if required.contains(kind) {
+                assert_eq!(n, 1, "{ns}: {n} {kind} of service {service}");
+            } else {
+                assert!(n <= 1, "{ns}: {n} {kind} of service {service}");
+            }
+        }
+        for (name, owner) in objects {
+            // Children of the namespace itself (the default-deny, the tenant's own) have no
+            // PortalService owner; a service's children must have a live one.
+            if services.contains_key(name) {
+                assert!(
+                    owner.as_ref().is_some_and(|uid| owners.contains(&uid)),
+                    "{ns}: {kind} {name} is not owned by its live service"
+                );
+            }
+        }
+    }
+    let namespace = Api::<Namespace>::all(client.clone())
+        .get(ns)
+        .await
+        .expect("namespace");
+    assert!(
+        namespace
+            .labels()
+            .contains_key("verbund.saarland.de/baseline"),
+        "{ns} lost its baseline label"
+    );
+    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(MANAGED_BY))
+        .await
+        .expect("quotas");
+    assert!(!quotas.items.is_empty(), "{ns} lost its quota");
+    let limits = Api::<LimitRange>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(MANAGED_BY))
+        .await
+        .expect("limit ranges");
+    assert!(!limits.items.is_empty(), "{ns} lost its LimitRange");
+    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(MANAGED_BY))
+        .await
+        .expect("network policies");
+    assert!(
+        policies.items.len() > services.len(),
+        "{ns}: the namespace's own network policies besides the services'"
+    );
+}
+
+/// Starts `binary` (`operator_binary!()`) with `kubeconfig` and waits until it is ready.
+pub async fn start_operator(
+    binary: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+) -> OperatorProcess {
+    let mut operator = OperatorProcess::start(binary, kubeconfig, args)
+        .await
+        .expect("operator starts");
+    operator.await_ready(TIMEOUT).await.expect("operator ready");
+    operator
+}
+
+/// The binary's simulated pool with the example's sites and baselines, and the kubeconfig of
+/// the operator's ServiceAccount.
+pub async fn pool() -> (&'static SimulatedCluster, Client, std::path::PathBuf) {
+    let pool = cluster::shared().await;
+    let client = pool.client().await;
+    crds::ensure_installed(&client).await;
+    for file in ["00-sites.yaml", "10-baselines.yaml"] {
+        let path = examples::saarland_dir().join(file);
+        pool.kubectl()
+            .ok(["apply", "--server-side", "-f", &path.to_string_lossy()])
+            .await;
+    }
+    let kubeconfig = crate::operator::as_operator(pool.kubeconfig_path())
+        .await
+        .expect("the operator's account");
+    (pool, client, kubeconfig)
+}
