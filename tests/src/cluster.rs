@@ -350,10 +350,13 @@ impl SimulatedCluster {
 
 /// Component settings for kwokctl: the production admission plugins, and client rate limits
 /// raised so that the scheduler (default 50 QPS) and the controller-manager (20 QPS) are not
-/// the bottleneck.
+/// the bottleneck. The scheduler and the controller-manager run without leader election: each
+/// is alone, and with it a control-plane outage longer than its renew deadline (10 s) makes it
+/// exit, where a production node's kubelet would start it again and nothing here would.
 fn kwokctl_config(spec: &ClusterSpec) -> String {
     let arg = |key: &str, value: &str| format!("  - key: {key}\n    value: \"{value}\"\n");
-    let qps = arg("kube-api-qps", "500") + &arg("kube-api-burst", "500");
+    let qps =
+        arg("kube-api-qps", "500") + &arg("kube-api-burst", "500") + &arg("leader-elect", "false");
     let mut api_server = arg(
         "enable-admission-plugins",
         crate::control_plane::ADMISSION_PLUGINS,

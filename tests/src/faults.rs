@@ -155,20 +155,33 @@ pub async fn all_ready(api: &Api<PortalService>, count: usize) {
             .list(&ListParams::default())
             .await
             .map_err(|e| e.to_string())?;
-        let ready = list
-            .items
-            .iter()
-            .filter(|ps| {
-                ps.status.as_ref().is_some_and(|s| {
-                    s.observed_generation == ps.metadata.generation
-                        && conditions::is_true(&s.conditions, kind::READY)
-                })
+        let is_ready = |ps: &PortalService| {
+            ps.status.as_ref().is_some_and(|s| {
+                s.observed_generation == ps.metadata.generation
+                    && conditions::is_true(&s.conditions, kind::READY)
             })
-            .count();
-        if list.items.len() == count && ready == count {
+        };
+        let waiting: Vec<&PortalService> = list.items.iter().filter(|ps| !is_ready(ps)).collect();
+        if list.items.len() == count && waiting.is_empty() {
             Ok(())
         } else {
-            Err(format!("{ready} of {} Ready", list.items.len()))
+            // The first one still waiting, as it stands: what a timeout should show.
+            let first = waiting.first().map(|ps| {
+                let status = ps.status.as_ref();
+                format!(
+                    "; {} (generation {:?}, observed {:?}): {:?}",
+                    ps.name_any(),
+                    ps.metadata.generation,
+                    status.and_then(|s| s.observed_generation),
+                    status.and_then(|s| conditions::find(&s.conditions, kind::READY))
+                )
+            });
+            Err(format!(
+                "{} of {} Ready{}",
+                list.items.len() - waiting.len(),
+                list.items.len(),
+                first.unwrap_or_default()
+            ))
         }
     })
     .await;

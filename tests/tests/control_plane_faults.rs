@@ -8,7 +8,8 @@
 //! - the operator paused (SIGSTOP) while the API server restarts and the pool changes, so that
 //!   its watches are gone and their resource versions too old: it relists when resumed;
 //! - the leader killed (`kill -9`) in the middle of a mass create while a follower runs;
-//! - API Priority and Fairness throttling the operator's ServiceAccount (429s).
+//! - API Priority and Fairness throttling the operator's ServiceAccount (429s, which kube's
+//!   client retries after the server's `Retry-After`).
 
 use std::time::{Duration, Instant};
 
@@ -329,7 +330,7 @@ async fn control_plane_faults_leave_the_pool_converged_with_nothing_lost() {
         "the API server refused some of the operator's requests (429)"
     );
     eprintln!(
-        "fault throttled by API Priority and Fairness (1 concurrency share, no queue): {refused:.0} requests refused with 429: {throttled:.0} reconciles and {watch_errors:.0} cache lists or watches retried after one; all {BATCH} Ready {:.1} s after the start; writes {:.0}",
+        "fault throttled by API Priority and Fairness (1 concurrency share, no queue): {refused:.0} requests refused with 429 and retried by the client after the Retry-After the API server sent; {throttled:.0} reconciles and {watch_errors:.0} cache lists or watches failed; all {BATCH} Ready {:.1} s after the start; writes {:.0}",
         started.elapsed().as_secs_f64(),
         total(&writes(&operator).await)
     );
