@@ -74,6 +74,32 @@ pub async fn apply(api: &Api<PortalService>, body: &Value) {
     .expect("service accepted");
 }
 
+/// Applies `count` services named `dienst-NN` from `first` on.
+pub async fn create(services: &Api<PortalService>, first: usize, count: usize) {
+    for i in first..first + count {
+        apply(services, &service(&format!("dienst-{i:02}"), 1)).await;
+    }
+}
+
+/// Waits until the operator has written the first Deployment in `ns`: it is at work.
+pub async fn first_child(client: &Client, ns: &str) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    wait::until(TIMEOUT, "the first Deployment written", || async {
+        let n = deployments
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len();
+        if n > 0 {
+            Ok(())
+        } else {
+            Err("none yet".to_string())
+        }
+    })
+    .await;
+}
+
 /// The operator's writes so far, by kind (its own counter).
 pub async fn writes(operator: &OperatorProcess) -> BTreeMap<String, f64> {
     let text = reqwest::get(format!("{}/metrics", operator.admin_url()))

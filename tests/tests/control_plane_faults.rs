@@ -18,8 +18,8 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use verbund_operator::api::PortalService;
 use verbund_tests::faults::{
-    TIMEOUT, all_ready, apply, invariants, metric, pool, service, start_operator, tenant, total,
-    writes,
+    TIMEOUT, all_ready, apply, create, first_child, invariants, metric, pool, service,
+    start_operator, tenant, total, writes,
 };
 use verbund_tests::operator::OperatorProcess;
 use verbund_tests::{operator_binary, wait};
@@ -29,32 +29,6 @@ const BATCH: usize = 20;
 /// The lease of the two replicas: short, so that a killed leader is replaced quickly.
 const LEASE_SECONDS: u64 = 6;
 const GRACE_SECONDS: u64 = 2;
-
-/// Applies `count` services named `dienst-NN` from `first` on.
-async fn create(services: &Api<PortalService>, first: usize, count: usize) {
-    for i in first..first + count {
-        apply(services, &service(&format!("dienst-{i:02}"), 1)).await;
-    }
-}
-
-/// Waits until the operator has written the first Deployment in `ns`: it is at work.
-async fn first_child(client: &Client, ns: &str) {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    wait::until(TIMEOUT, "the first Deployment written", || async {
-        let n = deployments
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-            .len();
-        if n > 0 {
-            Ok(())
-        } else {
-            Err("none yet".to_string())
-        }
-    })
-    .await;
-}
 
 /// Waits until the API server answers again.
 async fn api_server_back(client: &Client) {

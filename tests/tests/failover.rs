@@ -5,8 +5,9 @@
 //! The data centre fails the way a lost site shows in Kubernetes when its machines are
 //! decommissioned or its cloud provider reports them gone: its nodes are deleted, and later
 //! registered again. (Nodes that stay but turn NotReady take the same path through the Site's
-//! `Available` condition; the unit tests of `controller::site::status` cover them.) The
-//! operator runs as its own process with a short grace and hold.
+//! `Available` condition; the unit tests of `controller::site::status` cover them, since the
+//! kwok controller that plays the pool's kubelets keeps reporting the nodes it manages Ready.)
+//! The operator runs as its own process with a short grace and hold.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,11 +17,11 @@ use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use verbund_operator::api::{PortalService, Site, Tenant};
+use verbund_operator::api::{PortalService, Site};
 use verbund_operator::conditions::{self, kind, reason};
-use verbund_tests::cluster::{self, ZONE_LABEL};
+use verbund_tests::cluster::ZONE_LABEL;
 use verbund_tests::operator::OperatorProcess;
-use verbund_tests::{crds, examples, operator_binary, unique_name, wait};
+use verbund_tests::{operator_binary, wait};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 const GRACE: Duration = Duration::from_secs(15);
@@ -96,6 +97,18 @@ async fn allowed_zones(client: &Client, ns: &str, name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits until the failing site's Ready condition has `status` and `reason`.
+async fn until_site(sites: &Api<Site>, what: &str, status: &str, reason: &str) {
+    wait::until(TIMEOUT, what, || async {
+        let site = sites.get(FAILING).await.map_err(|e| e.to_string())?;
+        match site_ready(&site) {
+            (s, r) if s == status && r == reason => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
 fn site_ready(site: &Site) -> (String, String) {
     site.status
         .as_ref()
@@ -106,18 +119,7 @@ fn site_ready(site: &Site) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_site_is_left_after_the_grace_and_used_again_after_the_hold() {
-    let pool = cluster::shared().await;
-    let client = pool.client().await;
-    crds::ensure_installed(&client).await;
-    for file in ["00-sites.yaml", "10-baselines.yaml"] {
-        let path = examples::saarland_dir().join(file);
-        pool.kubectl()
-            .ok(["apply", "--server-side", "-f", &path.to_string_lossy()])
-            .await;
-    }
-    let kubeconfig = verbund_tests::operator::as_operator(pool.kubeconfig_path())
-        .await
-        .expect("the operator's account");
+    let (pool, client, kubeconfig) = verbund_tests::faults::pool().await;
     let grace = format!("--site-failure-grace-seconds={}", GRACE.as_secs());
     let recovery = format!("--site-recovery-seconds={}", RECOVERY.as_secs());
     let mut operator =
@@ -127,26 +129,7 @@ async fn a_failed_site_is_left_after_the_grace_and_used_again_after_the_hold() {
     operator.await_ready(TIMEOUT).await.expect("operator ready");
 
     // A tenant of the Land with one service on every site.
-    let name = unique_name("fallback");
-    let tenants: Api<Tenant> = Api::all(client.clone());
-    let tenant = json!({
-        "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "Tenant", "metadata": { "name": name },
-        "spec": {
-            "displayName": name, "organisation": { "kind": "State", "name": "Testbehörde" },
-            "namespaces": [name], "quota": { "cpu": "8", "memory": "16Gi", "pods": 30 },
-            "maxProtectionLevel": "Normal", "deletionPolicy": "Delete",
-            "routes": [{ "host": "service.saarland.de", "pathPrefix": format!("/{name}") }]
-        }
-    });
-    tenants
-        .patch(
-            &name,
-            &PatchParams::apply("verbund-tests"),
-            &Patch::Apply(&tenant),
-        )
-        .await
-        .expect("tenant");
-    wait::ready(&tenants, &name, TIMEOUT).await;
+    let name = verbund_tests::faults::tenant(&client, "fallback").await;
     let services: Api<PortalService> = Api::namespaced(client.clone(), &name);
     let service = json!({
         "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "PortalService", "metadata": { "name": "formular" },
@@ -190,14 +173,14 @@ async fn a_failed_site_is_left_after_the_grace_and_used_again_after_the_hold() {
             .expect("node deleted");
     }
     // Within the grace it stays Ready (a blip moves nothing) and says what is coming.
-    let lost = wait::until(TIMEOUT, "the site reporting its nodes lost", || async {
-        let site = sites.get(FAILING).await.map_err(|e| e.to_string())?;
-        match site_ready(&site) {
-            (s, r) if s == "True" && r == reason::NODES_LOST => Ok(failed_at.elapsed()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    until_site(
+        &sites,
+        "the site reporting its nodes lost",
+        "True",
+        reason::NODES_LOST,
+    )
     .await;
+    let lost = failed_at.elapsed();
     assert!(lost < GRACE, "NodesLost came after the grace ({lost:?})");
     assert!(
         allowed_zones(&client, &name, "formular")
@@ -206,14 +189,7 @@ async fn a_failed_site_is_left_after_the_grace_and_used_again_after_the_hold() {
         "still placed on within the grace"
     );
     // Then it fails over, with a Warning Event, and placement leaves it out.
-    wait::until(TIMEOUT, "the site failed over", || async {
-        let site = sites.get(FAILING).await.map_err(|e| e.to_string())?;
-        match site_ready(&site) {
-            (s, r) if s == "False" && r == reason::SITE_FAILED => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    until_site(&sites, "the site failed over", "False", reason::SITE_FAILED).await;
     assert!(
         failed_at.elapsed() >= GRACE,
         "failed over before the grace ended ({:?})",
@@ -286,28 +262,14 @@ async fn a_failed_site_is_left_after_the_grace_and_used_again_after_the_hold() {
     pool.add_nodes(FAILING, failing.len())
         .await
         .expect("the nodes return");
-    wait::until(TIMEOUT, "the site recovering", || async {
-        let site = sites.get(FAILING).await.map_err(|e| e.to_string())?;
-        match site_ready(&site) {
-            (s, r) if s == "False" && r == reason::RECOVERING => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    until_site(&sites, "the site recovering", "False", reason::RECOVERING).await;
     assert!(
         !allowed_zones(&client, &name, "formular")
             .await
             .contains(&FAILING.to_string()),
         "no placement while recovering"
     );
-    wait::until(TIMEOUT, "the site Ready again", || async {
-        let site = sites.get(FAILING).await.map_err(|e| e.to_string())?;
-        match site_ready(&site) {
-            (s, r) if s == "True" && r == reason::NODES_READY => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    until_site(&sites, "the site Ready again", "True", reason::NODES_READY).await;
     assert!(
         returned_at.elapsed() >= RECOVERY,
         "used again before the hold ended ({:?})",

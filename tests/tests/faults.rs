@@ -24,8 +24,8 @@ use verbund_operator::api::{PortalService, Site, Tenant};
 use verbund_operator::conditions::{self, kind};
 use verbund_operator::isolation;
 use verbund_tests::faults::{
-    MASS, TIMEOUT, all_ready, apply, invariants, metric, pool, quiet, service, start_operator,
-    tenant, total, writes,
+    MASS, TIMEOUT, all_ready, apply, create, first_child, invariants, metric, pool, quiet, service,
+    start_operator, tenant, total, writes,
 };
 use verbund_tests::{examples, operator_binary, wait};
 
@@ -170,27 +170,10 @@ async fn faults_leave_the_pool_converged_with_nothing_lost() {
     let started = Instant::now();
     let creating = {
         let services = services.clone();
-        tokio::spawn(async move {
-            for i in 0..MASS {
-                apply(&services, &service(&format!("dienst-{i:02}"), 1)).await;
-            }
-        })
+        tokio::spawn(async move { create(&services, 0, MASS).await })
     };
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    wait::until(TIMEOUT, "the first children written", || async {
-        let n = deployments
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-            .len();
-        if n > 0 {
-            Ok(n)
-        } else {
-            Err(format!("{n} Deployments"))
-        }
-    })
-    .await;
+    first_child(&client, &ns).await;
     operator.signal("KILL").await.expect("kill -9");
     let _ = operator.wait(Duration::from_secs(10)).await;
     creating.await.expect("every service created");
@@ -416,24 +399,8 @@ async fn faults_leave_the_pool_converged_with_nothing_lost() {
     // 5. A tenant deleted while its services are being created.
     let doomed = tenant(&client, "aufloesung").await;
     let doomed_services: Api<PortalService> = Api::namespaced(client.clone(), &doomed);
-    for i in 0..BATCH {
-        apply(&doomed_services, &service(&format!("dienst-{i:02}"), 1)).await;
-    }
-    let doomed_deployments: Api<Deployment> = Api::namespaced(client.clone(), &doomed);
-    wait::until(TIMEOUT, "the doomed tenant's first Deployment", || async {
-        let n = doomed_deployments
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-            .len();
-        if n > 0 {
-            Ok(())
-        } else {
-            Err("none yet".to_string())
-        }
-    })
-    .await;
+    create(&doomed_services, 0, BATCH).await;
+    first_child(&client, &doomed).await;
     let before = writes(&operator).await;
     let deleted_at = Instant::now();
     let tenants: Api<Tenant> = Api::all(client.clone());
