@@ -756,6 +756,9 @@ where
                 .with_label_values(&[kind])
                 .set(invalid.len() as i64);
             let Some(event) = event else { continue };
+            // A relist replaces the store at once: what was there before and is gone now was
+            // deleted while the watch was away, and its deletion is told below like any other.
+            let before_relist = matches!(event, watcher::Event::InitDone).then(|| store.state());
             writer.apply_watcher_event(&event);
             metrics
                 .cache_objects
@@ -788,6 +791,14 @@ where
                     let objects = store.state();
                     for index in &indexes {
                         index.rebuild(&objects);
+                    }
+                    for gone in before_relist.unwrap_or_default() {
+                        if store.get(&ObjectRef::from_obj(&*gone)).is_none() {
+                            let _ = changes.send(Change {
+                                object: gone,
+                                deleted: true,
+                            });
+                        }
                     }
                     for object in objects {
                         let _ = changes.send(Change {
