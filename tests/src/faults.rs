@@ -6,18 +6,20 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, Pod, ResourceQuota, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
-use verbund_operator::api::{PortalService, Tenant};
+use verbund_operator::api::PortalService;
 use verbund_operator::conditions::{self, kind};
 
 use crate::cluster::{self, SimulatedCluster};
 use crate::operator::OperatorProcess;
-use crate::{crds, examples, unique_name, wait};
+use crate::{crds, examples, wait};
 
 pub const TIMEOUT: Duration = Duration::from_secs(300);
 /// Services created at once in the mass create.
@@ -38,28 +40,10 @@ pub fn service(name: &str, min: i32) -> Value {
     })
 }
 
-/// A tenant owning one namespace of its name, Ready; returns the name.
+/// The fault scenarios' tenant: Normal protection on every site, 16 cores; returns its
+/// namespace.
 pub async fn tenant(client: &Client, prefix: &str) -> String {
-    let name = unique_name(prefix);
-    let body = json!({
-        "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "Tenant", "metadata": { "name": name },
-        "spec": {
-            "displayName": name, "organisation": { "kind": "State", "name": "Testbehörde" },
-            "namespaces": [name], "quota": { "cpu": "16", "memory": "32Gi", "pods": 120 },
-            "maxProtectionLevel": "Normal", "deletionPolicy": "Delete",
-            "routes": [{ "host": "service.saarland.de", "pathPrefix": format!("/{name}") }]
-        }
-    });
-    let api: Api<Tenant> = Api::all(client.clone());
-    api.patch(
-        &name,
-        &PatchParams::apply("verbund-tests"),
-        &Patch::Apply(&body),
-    )
-    .await
-    .expect("tenant");
-    wait::ready(&api, &name, TIMEOUT).await;
-    name
+    crate::tenancy::tenant(client, prefix, "Normal", &[], "16").await
 }
 
 /// Applies `body` as the tests' field manager.
@@ -102,12 +86,7 @@ pub async fn first_child(client: &Client, ns: &str) {
 
 /// The operator's writes so far, by kind (its own counter).
 pub async fn writes(operator: &OperatorProcess) -> BTreeMap<String, f64> {
-    let text = reqwest::get(format!("{}/metrics", operator.admin_url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = operator.scrape().await.expect("the operator's metrics");
     let mut by_kind = BTreeMap::new();
     for line in text
         .lines()
@@ -127,26 +106,6 @@ pub async fn writes(operator: &OperatorProcess) -> BTreeMap<String, f64> {
         *by_kind.entry(kind).or_default() += value;
     }
     by_kind
-}
-
-/// The sum of the operator's series of metric family `name` whose labels contain every one of
-/// `labels` (`key="value"`); NaN when the operator does not answer.
-pub async fn metric(operator: &OperatorProcess, name: &str, labels: &[&str]) -> f64 {
-    let url = format!("{}/metrics", operator.admin_url());
-    let body = match reqwest::get(&url).await {
-        Ok(response) => response.text().await.unwrap_or_default(),
-        Err(_) => return f64::NAN,
-    };
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.split(['{', ' '])
-                .next()
-                .is_some_and(|family| family == name)
-        })
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(0.0, |sum, v| sum + v)
 }
 
 /// Waits until the operator has written nothing for `calm` (paced status figures included),
@@ -189,28 +148,81 @@ pub async fn all_ready(api: &Api<PortalService>, count: usize) {
         };
         let waiting: Vec<&PortalService> = list.items.iter().filter(|ps| !is_ready(ps)).collect();
         if list.items.len() == count && waiting.is_empty() {
-            Ok(())
-        } else {
-            // The first one still waiting, as it stands: what a timeout should show.
-            let first = waiting.first().map(|ps| {
-                let status = ps.status.as_ref();
-                format!(
-                    "; {} (generation {:?}, observed {:?}): {:?}",
-                    ps.name_any(),
-                    ps.metadata.generation,
-                    status.and_then(|s| s.observed_generation),
-                    status.and_then(|s| conditions::find(&s.conditions, kind::READY))
-                )
-            });
-            Err(format!(
-                "{} of {} Ready{}",
-                list.items.len() - waiting.len(),
-                list.items.len(),
-                first.unwrap_or_default()
-            ))
+            return Ok(());
         }
+        // The first one still waiting, as it stands, and what the API server says of its
+        // workload: what a timeout should show, to tell a stale status from a slow pool.
+        let mut first = String::new();
+        if let Some(ps) = waiting.first() {
+            let status = ps.status.as_ref();
+            first = format!(
+                "; {} (generation {:?}, observed {:?}): {:?}; the API server: {}",
+                ps.name_any(),
+                ps.metadata.generation,
+                status.and_then(|s| s.observed_generation),
+                status.and_then(|s| conditions::find(&s.conditions, kind::READY)),
+                workload(api, ps).await
+            );
+        }
+        Err(format!(
+            "{} of {} Ready{first}",
+            list.items.len() - waiting.len(),
+            list.items.len(),
+        ))
     })
     .await;
+}
+
+/// The Deployment's replica counts and each pod's phase and readiness, as the API server has
+/// them, for service `ps`.
+async fn workload(api: &Api<PortalService>, ps: &PortalService) -> String {
+    let ns = ps.namespace().unwrap_or_default();
+    let name = ps.name_any();
+    let client = api.clone().into_client();
+    let deployment = match Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get_opt(&name)
+        .await
+    {
+        Ok(Some(d)) => {
+            let s = d.status.unwrap_or_default();
+            format!(
+                "Deployment replicas {:?}, ready {:?}",
+                d.spec.replicas, s.ready_replicas
+            )
+        }
+        Ok(None) => "no Deployment".to_string(),
+        Err(e) => format!("Deployment: {e}"),
+    };
+    let selector = format!("{}={name}", verbund_operator::domain::pods::INSTANCE_LABEL);
+    let pods = match Api::<Pod>::namespaced(client, &ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+    {
+        Ok(list) => list
+            .items
+            .iter()
+            .map(|p| {
+                let status = p.status.clone().unwrap_or_default();
+                let ready = status
+                    .conditions
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                format!(
+                    "{} {} on {} ready={ready}",
+                    p.name_any(),
+                    status.phase.unwrap_or_default(),
+                    p.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(e) => format!("pods: {e}"),
+    };
+    format!("{deployment}; pods [{pods}]")
 }
 
 /// Names of the objects of one kind in `ns` that Verbund manages, with their owner's uid.

@@ -77,17 +77,8 @@ pub async fn operator_kubeconfig(
             name: Some(verbund_operator::rbac::OPERATOR_ROLE.into()),
             ..Default::default()
         },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: verbund_operator::rbac::OPERATOR_ROLE.into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: SERVICE_ACCOUNT.into(),
-            namespace: Some(NAMESPACE.into()),
-            api_group: None,
-        }]),
+        role_ref: role_ref("ClusterRole", verbund_operator::rbac::OPERATOR_ROLE),
+        subjects: Some(vec![operator_subject()]),
     };
     Api::<ClusterRoleBinding>::all(client.clone())
         .patch(
@@ -116,17 +107,8 @@ pub async fn operator_kubeconfig(
             namespace: Some(NAMESPACE.into()),
             ..Default::default()
         },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "Role".into(),
-            name: LEADER_ELECTION.into(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: SERVICE_ACCOUNT.into(),
-            namespace: Some(NAMESPACE.into()),
-            api_group: None,
-        }]),
+        role_ref: role_ref("Role", LEADER_ELECTION),
+        subjects: Some(vec![operator_subject()]),
     };
     Api::<RoleBinding>::namespaced(client.clone(), NAMESPACE)
         .patch(LEADER_ELECTION, &params, &Patch::Apply(&binding))
@@ -182,4 +164,23 @@ pub async fn token_kubeconfig(
         .map_err(|e| HarnessError::Start(format!("kubeconfig: {e}")))?;
     std::fs::write(&path, text).map_err(|e| HarnessError::io(&path, e))?;
     Ok(path)
+}
+
+/// The operator's ServiceAccount as a binding's subject.
+fn operator_subject() -> Subject {
+    Subject {
+        kind: "ServiceAccount".into(),
+        name: SERVICE_ACCOUNT.into(),
+        namespace: Some(NAMESPACE.into()),
+        api_group: None,
+    }
+}
+
+/// A binding's reference to the RBAC `kind` (`Role`, `ClusterRole`) named `name`.
+fn role_ref(kind: &str, name: &str) -> RoleRef {
+    RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: kind.into(),
+        name: name.into(),
+    }
 }

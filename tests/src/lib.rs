@@ -23,6 +23,7 @@ pub mod namespace;
 pub mod operator;
 pub mod pki;
 pub mod reaper;
+pub mod tenancy;
 pub mod tools;
 pub mod wait;
 
@@ -81,4 +82,16 @@ pub fn unique_name(prefix: &str) -> String {
     let suffix = format!("{:x}{:x}", std::process::id() ^ nanos, n);
     let prefix: String = prefix.chars().take(40).collect();
     format!("{prefix}-{}", &suffix[suffix.len().saturating_sub(8)..])
+}
+
+/// The API server's own `/metrics` exposition (its request and flow-control counters:
+/// independent of the operator's word).
+pub async fn api_server_metrics(client: &kube::Client) -> String {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("request");
+    client
+        .request_text(request)
+        .await
+        .expect("API server metrics")
 }

@@ -131,6 +131,34 @@ impl OperatorProcess {
         }
     }
 
+    /// The operator's `/metrics` exposition; None when it does not answer.
+    pub async fn scrape(&self) -> Option<String> {
+        get(&format!("{}/metrics", self.admin_url()))
+            .await?
+            .text()
+            .await
+            .ok()
+    }
+
+    /// The sum of the series of metric family `name` whose labels contain every one of
+    /// `labels` (`key="value"`); NaN when the operator does not answer.
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let Some(text) = self.scrape().await else {
+            return f64::NAN;
+        };
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter(|l| labels.iter().all(|label| l.contains(label)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .fold(0.0, |sum, v| sum + v)
+    }
+
+    /// Whether this replica holds the lease (`verbund_leader` 1).
+    pub async fn leads(&self) -> bool {
+        self.metric("verbund_leader", &[]).await == 1.0
+    }
+
     /// Everything the operator logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()

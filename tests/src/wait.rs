@@ -4,6 +4,9 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::time::Duration;
 
+/// How often a long wait reports its progress.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+
 /// Re-evaluates `probe` until it returns `Ok(value)`, or panics after `timeout` with `what`
 /// and the last thing `probe` reported. For state that no single watch event describes (counts
 /// across many objects); single objects are better awaited with `kube::runtime::wait`.
@@ -13,14 +16,25 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let start = tokio::time::Instant::now();
+    let deadline = start + timeout;
     let mut interval = Duration::from_millis(100);
+    // A long wait says how it stands every minute, so a slow run shows where it waited.
+    let mut next_report = start + REPORT_EVERY;
     loop {
         match probe().await {
             Ok(value) => return value,
             Err(last) => {
-                if tokio::time::Instant::now() >= deadline {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
                     panic!("timed out after {timeout:?} waiting for {what}; last seen: {last:?}");
+                }
+                if now >= next_report {
+                    eprintln!(
+                        "still waiting for {what} after {:.0?}: {last:?}",
+                        now - start
+                    );
+                    next_report = now + REPORT_EVERY;
                 }
             }
         }

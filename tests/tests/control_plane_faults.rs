@@ -18,8 +18,8 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use verbund_operator::api::PortalService;
 use verbund_tests::faults::{
-    TIMEOUT, all_ready, apply, create, first_child, invariants, metric, pool, service,
-    start_operator, tenant, total, writes,
+    TIMEOUT, all_ready, apply, create, first_child, invariants, pool, service, start_operator,
+    tenant, total, writes,
 };
 use verbund_tests::operator::OperatorProcess;
 use verbund_tests::{operator_binary, wait};
@@ -57,13 +57,7 @@ fn relists(operator: &OperatorProcess) -> usize {
 
 /// The API server's count of requests it refused under priority level `level`.
 async fn rejected_by_apf(client: &Client, level: &str) -> f64 {
-    let request = http::Request::get("/metrics")
-        .body(Vec::new())
-        .expect("request");
-    let text = client
-        .request_text(request)
-        .await
-        .expect("API server metrics");
+    let text = verbund_tests::api_server_metrics(client).await;
     let label = format!("priority_level=\"{level}\"");
     text.lines()
         .filter(|l| l.starts_with("apiserver_flowcontrol_rejected_requests_total{"))
@@ -82,10 +76,6 @@ async fn start_replica(kubeconfig: &std::path::Path, name: &str) -> OperatorProc
         &["--leader-elect", &instance, &lease, &grace],
     )
     .await
-}
-
-async fn leads(replica: &OperatorProcess) -> bool {
-    metric(replica, "verbund_leader", &[]).await == 1.0
 }
 
 /// A priority level of one concurrency share that rejects what does not fit (no queue), and
@@ -198,7 +188,9 @@ async fn control_plane_faults_leave_the_pool_converged_with_nothing_lost() {
 
     // 3. The operator paused while the API server restarts and the pool changes: its watches
     //    are gone, and resuming them from its resource versions is refused as too old.
-    let watch_errors = metric(&operator, "verbund_cache_watch_errors_total", &[]).await;
+    let watch_errors = operator
+        .metric("verbund_cache_watch_errors_total", &[])
+        .await;
     let synced = relists(&operator);
     let before = writes(&operator).await;
     operator.signal("STOP").await.expect("SIGSTOP");
@@ -244,7 +236,10 @@ async fn control_plane_faults_leave_the_pool_converged_with_nothing_lost() {
     )
     .await;
     invariants(&client, &ns).await;
-    let errors = metric(&operator, "verbund_cache_watch_errors_total", &[]).await - watch_errors;
+    let errors = operator
+        .metric("verbund_cache_watch_errors_total", &[])
+        .await
+        - watch_errors;
     let relisted = relists(&operator) - synced;
     assert!(
         relisted > 0,
@@ -261,7 +256,7 @@ async fn control_plane_faults_leave_the_pool_converged_with_nothing_lost() {
     // 4. The leader killed in the middle of a mass create while a follower runs.
     let mut leader = start_replica(&kubeconfig, "replica-a").await;
     wait::until(TIMEOUT, "a leader", || async {
-        if leads(&leader).await {
+        if leader.leads().await {
             Ok(())
         } else {
             Err("not yet")
@@ -277,7 +272,7 @@ async fn control_plane_faults_leave_the_pool_converged_with_nothing_lost() {
     let killed = Instant::now();
     let _ = leader.wait(Duration::from_secs(10)).await;
     let took_over = wait::until(TIMEOUT, "the follower leading", || async {
-        if leads(&follower).await {
+        if follower.leads().await {
             Ok(killed.elapsed())
         } else {
             Err("not yet")
@@ -312,13 +307,12 @@ async fn control_plane_faults_leave_the_pool_converged_with_nothing_lost() {
     all_ready(&services, BATCH).await;
     invariants(&client, &ns).await;
     let refused = rejected_by_apf(&client, "verbund-gedrosselt").await - rejected;
-    let throttled = metric(
-        &operator,
-        "verbund_reconcile_errors_total",
-        &["reason=\"Throttled\""],
-    )
-    .await;
-    let watch_errors = metric(&operator, "verbund_cache_watch_errors_total", &[]).await;
+    let throttled = operator
+        .metric("verbund_reconcile_errors_total", &["reason=\"Throttled\""])
+        .await;
+    let watch_errors = operator
+        .metric("verbund_cache_watch_errors_total", &[])
+        .await;
     assert!(
         refused > 0.0,
         "the API server refused some of the operator's requests (429)"

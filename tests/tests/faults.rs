@@ -24,7 +24,7 @@ use verbund_operator::api::{PortalService, Site, Tenant};
 use verbund_operator::conditions::{self, kind};
 use verbund_operator::isolation;
 use verbund_tests::faults::{
-    MASS, TIMEOUT, all_ready, apply, create, first_child, invariants, metric, pool, quiet, service,
+    MASS, TIMEOUT, all_ready, apply, create, first_child, invariants, pool, quiet, service,
     start_operator, tenant, total, writes,
 };
 use verbund_tests::{examples, operator_binary, wait};
@@ -333,16 +333,23 @@ async fn faults_leave_the_pool_converged_with_nothing_lost() {
             serde_json::from_value(json!({ "type": "string", "maxLength": 200 })).expect("prop"),
         );
     }
+    // The CRD as a release upgrade installs it: forced, by its own field manager.
+    let install = |crd: &CustomResourceDefinition| {
+        let (definitions, crd) = (definitions.clone(), crd.clone());
+        async move {
+            definitions
+                .patch(
+                    "portalservices.verbund.saarland.de",
+                    &PatchParams::apply("verbund-upgrade").force(),
+                    &Patch::Apply(&crd),
+                )
+                .await
+                .expect("CRD installed");
+        }
+    };
     let before = writes(&operator).await;
     let upgraded_at = Instant::now();
-    definitions
-        .patch(
-            "portalservices.verbund.saarland.de",
-            &PatchParams::apply("verbund-upgrade").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("CRD upgraded");
+    install(&crd).await;
     let mut with_field = service("dienst-neu", 1);
     with_field["spec"]["maintenanceContact"] = json!("it-dlz@saarland.de");
     // The API server serves the new schema a moment after the CRD is stored: until then the
@@ -387,14 +394,7 @@ async fn faults_leave_the_pool_converged_with_nothing_lost() {
         .delete("dienst-neu", &DeleteParams::default())
         .await
         .expect("deleted");
-    definitions
-        .patch(
-            "portalservices.verbund.saarland.de",
-            &PatchParams::apply("verbund-upgrade").force(),
-            &Patch::Apply(&original),
-        )
-        .await
-        .expect("CRD as shipped");
+    install(&original).await;
 
     // 5. A tenant deleted while its services are being created.
     let doomed = tenant(&client, "aufloesung").await;
@@ -473,7 +473,7 @@ async fn faults_leave_the_pool_converged_with_nothing_lost() {
             .items,
     );
     quiet(&operator, QUIET).await;
-    let rss_before = metric(&operator, "process_resident_memory_bytes", &[]).await;
+    let rss_before = operator.metric("process_resident_memory_bytes", &[]).await;
     let before = writes(&operator).await;
     let invalid = invalid_applies();
     let mut refused = 0;
@@ -500,7 +500,7 @@ async fn faults_leave_the_pool_converged_with_nothing_lost() {
     }
     // Let a refused change reach the operator if one could: none may.
     tokio::time::sleep(QUIET).await;
-    let rss_after = metric(&operator, "process_resident_memory_bytes", &[]).await;
+    let rss_after = operator.metric("process_resident_memory_bytes", &[]).await;
     let after_versions = stored(
         services
             .list(&ListParams::default())

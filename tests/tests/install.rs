@@ -159,22 +159,6 @@ fn granted(rules: &[PolicyRule]) -> BTreeSet<Use> {
     all
 }
 
-async fn metric(replica: &OperatorProcess, name: &str) -> f64 {
-    let url = format!("{}/metrics", replica.admin_url());
-    let body = match reqwest::get(&url).await {
-        Ok(response) => response.text().await.unwrap_or_default(),
-        Err(_) => return f64::NAN,
-    };
-    body.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn leads(replica: &OperatorProcess) -> bool {
-    metric(replica, "verbund_leader").await == 1.0
-}
-
 async fn start_replica(kubeconfig: &Path, name: &str) -> OperatorProcess {
     let instance = format!("--instance={name}");
     let lease = format!("--lease-duration-seconds={LEASE_SECONDS}");
@@ -207,7 +191,7 @@ async fn until_leading(replica: &OperatorProcess, since: Instant) -> Duration {
         Duration::from_secs(4 * LEASE_SECONDS),
         "a new leader",
         || async {
-            if leads(replica).await {
+            if replica.leads().await {
                 Ok(since.elapsed())
             } else {
                 Err(replica
@@ -347,20 +331,20 @@ async fn installed_with_helm_two_replicas_fail_over_and_use_only_what_the_chart_
             wait::ready(&baselines, doc.name(), TIMEOUT).await;
         }
     }
-    assert!(!leads(&follower).await, "only one replica leads");
+    assert!(!follower.leads().await, "only one replica leads");
     assert_eq!(
-        metric(&follower, "verbund_api_writes_total").await,
+        follower.metric("verbund_api_writes_total", &[]).await,
         0.0,
         "a follower writes nothing"
     );
-    assert!(metric(&leader, "verbund_api_writes_total").await > 0.0);
+    assert!(leader.metric("verbund_api_writes_total", &[]).await > 0.0);
     // The pool's series come from the leader alone, so sums over them count each object once.
     let sites = examples::saarland()
         .iter()
         .filter(|d| d.kind() == "Site")
         .count();
-    assert_eq!(metric(&leader, "verbund_site_info").await, sites as f64);
-    assert_eq!(metric(&follower, "verbund_site_info").await, 0.0);
+    assert_eq!(leader.metric("verbund_site_info", &[]).await, sites as f64);
+    assert_eq!(follower.metric("verbund_site_info", &[]).await, 0.0);
 
     // Failover, several times each way; a change after each shows the new leader at work.
     let services: Api<PortalService> = Api::namespaced(client.clone(), "mibs-portal");
@@ -370,7 +354,7 @@ async fn installed_with_helm_two_replicas_fail_over_and_use_only_what_the_chart_
     for round in 0..6 {
         let graceful = round % 2 == 0;
         assert_eq!(
-            metric(&follower, "verbund_api_writes_total").await,
+            follower.metric("verbund_api_writes_total", &[]).await,
             0.0,
             "the follower wrote nothing before taking over"
         );

@@ -14,11 +14,10 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
-use verbund_operator::api::Tenant;
 use verbund_operator::api::portal_service::PortalService;
 use verbund_operator::conditions;
 use verbund_tests::cluster::{self, SimulatedCluster, ZONE_LABEL};
-use verbund_tests::{crds, examples, operator, unique_name, wait};
+use verbund_tests::{crds, examples, operator, tenancy, unique_name, wait};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -42,37 +41,6 @@ async fn pool() -> &'static SimulatedCluster {
         })
         .await;
     cluster
-}
-
-/// A tenant owning one namespace of the same name and the path `/<name>` on
-/// service.saarland.de; returns the namespace.
-async fn tenant(
-    client: &Client,
-    prefix: &str,
-    level: &str,
-    allowed_sites: &[&str],
-    cpu: &str,
-) -> String {
-    let name = unique_name(prefix);
-    let body = json!({
-        "apiVersion": "verbund.saarland.de/v1alpha1", "kind": "Tenant", "metadata": { "name": name },
-        "spec": {
-            "displayName": name, "organisation": { "kind": "State", "name": "Testbehörde" },
-            "namespaces": [name], "quota": { "cpu": cpu, "memory": "64Gi", "pods": 100 },
-            "maxProtectionLevel": level, "allowedSites": allowed_sites, "deletionPolicy": "Delete",
-            "routes": [{ "host": "service.saarland.de", "pathPrefix": format!("/{name}") }]
-        }
-    });
-    let api: Api<Tenant> = Api::all(client.clone());
-    api.patch(
-        &name,
-        &PatchParams::apply("verbund-tests"),
-        &Patch::Apply(&body),
-    )
-    .await
-    .expect("tenant");
-    wait::ready(&api, &name, TIMEOUT).await;
-    name
 }
 
 fn service(name: &str, level: &str, min: i32, max: i32, extra: Value) -> Value {
@@ -156,7 +124,7 @@ async fn a_normal_service_runs_one_pod_per_site_with_all_its_children() {
     let cluster = pool().await;
     let _sites = SITES.read().await;
     let client = cluster.client().await;
-    let ns = tenant(&client, "normal", "High", &[], "8").await;
+    let ns = tenancy::tenant(&client, "normal", "High", &[], "8").await;
     let exposure =
         json!({ "exposure": { "host": "service.saarland.de", "path": format!("/{ns}") } });
     let api = apply_service(
@@ -322,7 +290,7 @@ async fn protection_level_and_tenant_sites_decide_the_placement() {
     let cluster = pool().await;
     let _sites = SITES.read().await;
     let client = cluster.client().await;
-    let ns = tenant(&client, "schutz", "VeryHigh", &[], "16").await;
+    let ns = tenancy::tenant(&client, "schutz", "VeryHigh", &[], "16").await;
     apply_service(
         &client,
         &ns,
@@ -333,7 +301,7 @@ async fn protection_level_and_tenant_sites_decide_the_placement() {
     await_spread(&client, &ns, "sehr-hoch", &[("rz-land", 3)]).await;
     await_spread(&client, &ns, "hoch", &[("rz-land", 2), ("rz-uds", 2)]).await;
 
-    let limited = tenant(&client, "nur-uds", "Normal", &["rz-uds"], "8").await;
+    let limited = tenancy::tenant(&client, "nur-uds", "Normal", &["rz-uds"], "8").await;
     apply_service(
         &client,
         &limited,
@@ -427,7 +395,7 @@ async fn cordoning_a_site_moves_its_pods_away_and_uncordoning_lets_them_back() {
     let cluster = pool().await;
     let _sites = SITES.write().await;
     let client = cluster.client().await;
-    let ns = tenant(&client, "umzug", "Normal", &[], "8").await;
+    let ns = tenancy::tenant(&client, "umzug", "Normal", &[], "8").await;
     let api = apply_service(&client, &ns, &service("umzug", "Normal", 3, 6, json!({}))).await;
     await_spread(
         &client,
@@ -492,7 +460,7 @@ async fn a_window_active_now_raises_the_floor_until_it_ends() {
     let cluster = pool().await;
     let _sites = SITES.read().await;
     let client = cluster.client().await;
-    let ns = tenant(&client, "fenster", "Normal", &[], "8").await;
+    let ns = tenancy::tenant(&client, "fenster", "Normal", &[], "8").await;
 
     // A window on today's weekday in Berlin, from midnight to two minutes from now.
     let berlin =
@@ -590,7 +558,7 @@ async fn the_tenant_quota_caps_the_autoscaler() {
     let _sites = SITES.read().await;
     let client = cluster.client().await;
     // 2 CPUs for the tenant; pods of 500m: at most 4 of them, not the 10 asked for.
-    let ns = tenant(&client, "knapp", "Normal", &[], "2").await;
+    let ns = tenancy::tenant(&client, "knapp", "Normal", &[], "2").await;
     let mut body = service("gross", "Normal", 2, 10, json!({}));
     body["spec"]["resources"] =
         json!({ "cpu": "500m", "memory": "256Mi", "cpuLimit": "1", "memoryLimit": "512Mi" });
@@ -680,7 +648,7 @@ async fn a_refused_child_shows_in_ready_with_the_api_servers_message() {
     let cluster = pool().await;
     let _sites = SITES.read().await;
     let client = cluster.client().await;
-    let ns = tenant(&client, "abgelehnt", "Normal", &[], "8").await;
+    let ns = tenancy::tenant(&client, "abgelehnt", "Normal", &[], "8").await;
     // A quota of the namespace's own admins (not Verbund's) that allows no Service.
     let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
         Api::namespaced(client.clone(), &ns);
@@ -757,7 +725,7 @@ async fn a_service_refused_by_an_admission_policy_gets_ready_once_the_policy_let
     let cluster = pool().await;
     let _sites = SITES.read().await;
     let client = cluster.client().await;
-    let ns = tenant(&client, "sperre", "Normal", &[], "8").await;
+    let ns = tenancy::tenant(&client, "sperre", "Normal", &[], "8").await;
     // The cluster admins' own change freeze on this namespace, not one of Verbund's policies.
     let policy_name = format!("aenderungsstopp-{ns}");
     let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());

@@ -45,13 +45,7 @@ const CHILD_KINDS: [&str; 14] = [
 /// Write requests the API server has served for the kinds Verbund writes, by resource and
 /// verb (its own `apiserver_request_total` counter: independent of the operator's word).
 async fn api_server_writes(client: &Client) -> BTreeMap<String, u64> {
-    let request = http::Request::get("/metrics")
-        .body(Vec::new())
-        .expect("request");
-    let text = client
-        .request_text(request)
-        .await
-        .expect("API server metrics");
+    let text = verbund_tests::api_server_metrics(client).await;
     let mut writes = BTreeMap::new();
     for line in text
         .lines()

@@ -17,7 +17,7 @@ use verbund_operator::api::Tenant;
 use verbund_operator::quantity::Amount;
 use verbund_tests::baselines::apply_audit_baseline;
 use verbund_tests::control_plane::{self, ControlPlane};
-use verbund_tests::{crds, examples, operator, unique_name, wait};
+use verbund_tests::{crds, examples, operator, tenancy, unique_name, wait};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -72,19 +72,6 @@ fn tenant(
             "baseline": TEST_BASELINE,
         }
     })
-}
-
-async fn create_tenant(client: &Client, body: &serde_json::Value) -> Tenant {
-    let api: Api<Tenant> = Api::all(client.clone());
-    let name = body["metadata"]["name"].as_str().expect("name");
-    api.patch(
-        name,
-        &PatchParams::apply("verbund-tests"),
-        &Patch::Apply(body),
-    )
-    .await
-    .expect("tenant accepted");
-    wait::ready(&api, name, TIMEOUT).await
 }
 
 /// Every child Verbund keeps in a tenant namespace, checked against the tenant.
@@ -352,7 +339,7 @@ async fn tenant_admins_control_their_workloads_and_nothing_else() {
     let b = unique_name("rbac-b");
     let (a1, a2, b1) = (format!("{a}-1"), format!("{a}-2"), format!("{b}-1"));
     let quota = json!({ "cpu": "4", "memory": "8Gi", "pods": 20 });
-    create_tenant(
+    tenancy::apply_ready(
         &client,
         &tenant(
             &a,
@@ -363,7 +350,7 @@ async fn tenant_admins_control_their_workloads_and_nothing_else() {
         ),
     )
     .await;
-    create_tenant(
+    tenancy::apply_ready(
         &client,
         &tenant(
             &b,
@@ -494,7 +481,7 @@ async fn the_tenant_quota_holds_across_its_namespaces() {
     let name = unique_name("quota");
     let namespaces = [format!("{name}-a"), format!("{name}-b")];
     let quota = json!({ "cpu": "1", "memory": "4Gi", "pods": 20 });
-    create_tenant(
+    tenancy::apply_ready(
         &client,
         &tenant(
             &name,
@@ -619,7 +606,7 @@ async fn deleting_a_retain_tenant_keeps_its_namespaces_and_workloads() {
     let client = cp.client().await;
     let name = unique_name("retain");
     let ns = format!("{name}-daten");
-    create_tenant(
+    tenancy::apply_ready(
         &client,
         &tenant(
             &name,
@@ -698,7 +685,7 @@ async fn deleting_a_delete_tenant_removes_its_namespaces() {
     let client = cp.client().await;
     let name = unique_name("delete");
     let ns = format!("{name}-weg");
-    create_tenant(
+    tenancy::apply_ready(
         &client,
         &tenant(
             &name,
@@ -739,7 +726,7 @@ async fn a_namespace_removed_from_spec_is_released_with_its_data() {
     let name = unique_name("shrink");
     let (keep, leave) = (format!("{name}-bleibt"), format!("{name}-geht"));
     let quota = json!({ "cpu": "2", "memory": "2Gi", "pods": 10 });
-    create_tenant(
+    tenancy::apply_ready(
         &client,
         &tenant(&name, &[&keep, &leave], json!([]), quota.clone(), "Retain"),
     )
@@ -749,7 +736,7 @@ async fn a_namespace_removed_from_spec_is_released_with_its_data() {
         .await
         .expect("deployment");
 
-    let updated = create_tenant(
+    let updated = tenancy::apply_ready(
         &client,
         &tenant(&name, &[&keep], json!([]), quota, "Retain"),
     )
@@ -794,7 +781,7 @@ async fn deleted_and_edited_children_are_restored() {
     let client = cp.client().await;
     let name = unique_name("drift");
     let ns = format!("{name}-ns");
-    create_tenant(
+    tenancy::apply_ready(
         &client,
         &tenant(
             &name,
