@@ -119,6 +119,11 @@ async fn start_operator(
     Ok(operator)
 }
 
+/// How long without a write counts as settled: longer than the longest pacing of status
+/// figures, so that no paced write falls into the next phase.
+const QUIET: Duration =
+    Duration::from_secs(verbund_operator::controller::status::FIGURES_INTERVAL_MAX.as_secs() + 5);
+
 /// Waits until the operator has written nothing for `quiet`, at most `timeout`.
 async fn settle(mark_user: &str, log: &std::path::Path, quiet: Duration, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -204,7 +209,7 @@ pub async fn run_tier(tier: &Tier, options: &Options) -> anyhow::Result<Report> 
     load::converged(&admin, tier.services(), options.timeout).await?;
     report.converge_seconds = start.elapsed().as_secs_f64();
     // The quota redraws that follow the last pods belong to the creation too.
-    settle(&user, &log, Duration::from_secs(5), Duration::from_secs(60)).await;
+    settle(&user, &log, QUIET, Duration::from_secs(120)).await;
     let writes = created.requests_of(&user);
     report.writes_by_kind = writes.write_kinds();
     report.writes_per_service = writes.writes() as f64 / tier.services().max(1) as f64;
@@ -267,13 +272,7 @@ pub async fn run_tier(tier: &Tier, options: &Options) -> anyhow::Result<Report> 
         report.pods_churned = churn.await.unwrap_or(0);
     }
     load::converged(&admin, tier.services(), options.timeout).await?;
-    settle(
-        &user,
-        &log,
-        Duration::from_secs(5),
-        Duration::from_secs(120),
-    )
-    .await;
+    settle(&user, &log, QUIET, Duration::from_secs(180)).await;
 
     // A restart on a converged pool.
     cpu += process::cpu_time(operator_pid.load(Ordering::Relaxed)).unwrap_or_default();

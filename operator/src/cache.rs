@@ -16,7 +16,7 @@
 //! reported (log, metric, and a Warning Event through [`Caches::undecodable`]), never fatal to
 //! its watch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +35,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::reflector::store::Writer;
@@ -49,7 +50,8 @@ use tracing::{info, warn};
 use crate::api::{PortalService, SecurityBaseline, Site, Tenant};
 use crate::baseline::workload::{CachedNetworkPolicy, CachedWorkload};
 use crate::domain::projections::{CachedNode, CachedPod};
-use crate::meta::{managed_selector, strip_managed_fields};
+use crate::domain::resources::Resource as PoolResource;
+use crate::meta::{keep_own_annotations, managed_selector, strip_managed_fields};
 use crate::metrics::Metrics;
 
 /// How many changes a subscriber may fall behind before it is resynced.
@@ -542,7 +544,7 @@ caches!(
     nodes: CachedNode = plain(all, as_read),
     pods: CachedPod = plain(all, as_read),
     namespaces: PartialObjectMeta<Namespace> = plain(bound, strip),
-    quotas: ResourceQuota = plain(managed, strip),
+    quotas: ResourceQuota = plain(managed, strip_quota),
     limit_ranges: PartialObjectMeta<LimitRange> = plain(managed, strip),
     role_bindings: PartialObjectMeta<RoleBinding> = plain(managed, strip),
     network_policies: PartialObjectMeta<NetworkPolicy> = plain(managed, strip),
@@ -829,8 +831,30 @@ impl<K: Resource> WithinOpt for ObjectRef<K> {
     }
 }
 
+/// Managed fields down to what drift detection reads, and only Verbund's own annotations.
 fn strip<K: Resource>(object: &mut K) {
-    strip_managed_fields(object.meta_mut());
+    let meta = object.meta_mut();
+    strip_managed_fields(meta);
+    keep_own_annotations(meta);
+}
+
+/// A quota as the tenant and service controllers read it: its hard and used amounts of the
+/// pool's resources (`domain::resources`); the object counts Verbund also sets, and the status'
+/// copy of the hard amounts, are left out (most of a quota's size).
+fn strip_quota(quota: &mut ResourceQuota) {
+    strip(quota);
+    let pool_keys = |map: &mut Option<BTreeMap<String, Quantity>>| {
+        if let Some(map) = map.as_mut() {
+            map.retain(|key, _| PoolResource::ALL.iter().any(|r| r.quota_key() == key));
+        }
+    };
+    if let Some(spec) = quota.spec.as_mut() {
+        pool_keys(&mut spec.hard);
+    }
+    if let Some(status) = quota.status.as_mut() {
+        status.hard = None;
+        pool_keys(&mut status.used);
+    }
 }
 
 /// Pods, nodes, workloads and the audit's network policies are read down to what Verbund uses
@@ -840,6 +864,34 @@ fn as_read<K>(_: &mut K) {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_quota_keeps_the_pool_resources_and_its_share() {
+        let mut quota: ResourceQuota = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "verbund-quota", "namespace": "a",
+                "annotations": { "verbund.saarland.de/tenant-share": "cpu=4",
+                                 "note": "x".repeat(100) } },
+            "spec": { "hard": { "requests.cpu": "4", "requests.memory": "8Gi", "pods": "10",
+                                "count/configmaps": "50" } },
+            "status": { "hard": { "requests.cpu": "4" },
+                        "used": { "requests.cpu": "1", "pods": "2", "count/configmaps": "3" } }
+        }))
+        .expect("a quota");
+        strip_quota(&mut quota);
+        let keys = |m: Option<&BTreeMap<String, Quantity>>| {
+            m.map(|m| m.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let spec = quota.spec.as_ref().and_then(|s| s.hard.as_ref());
+        assert_eq!(keys(spec), ["pods", "requests.cpu", "requests.memory"]);
+        let status = quota.status.as_ref().expect("status");
+        assert_eq!(status.hard, None);
+        assert_eq!(keys(status.used.as_ref()), ["pods", "requests.cpu"]);
+        assert_eq!(
+            quota.annotations().keys().collect::<Vec<_>>(),
+            ["verbund.saarland.de/tenant-share"]
+        );
+    }
 
     #[test]
     fn an_undecodable_object_keeps_its_metadata_and_says_which_field() {

@@ -222,30 +222,48 @@ fn is_main_resource(entry: &ManagedFieldsEntry) -> bool {
     entry.subresource.as_deref().is_none_or(str::is_empty)
 }
 
-/// Shrinks `managedFields` to what [`written_by_others`] needs: of each field set only whether
-/// it touches the spec, and only the newest entry per manager. Applied to every cached child (DESIGN §7: memory per object).
+/// Shrinks `managedFields` to what [`written_by_others`] and [`main_writes`] read: entries for
+/// the object itself (a subresource's, such as status, are dropped), only the newest per
+/// manager, and of each only its manager, time and whether it reaches into the spec. Applied to
+/// every cached object (DESIGN §7: memory per object).
 pub fn strip_managed_fields(meta: &mut ObjectMeta) {
     let Some(entries) = meta.managed_fields.take() else {
         return;
     };
-    let mut newest: BTreeMap<(String, bool), ManagedFieldsEntry> = BTreeMap::new();
-    for mut entry in entries {
-        // Of the field set only whether it reaches into the spec (see `written_by_others`).
-        entry.fields_v1 =
-            touches_spec(&entry).then(|| FieldsV1(serde_json::json!({ "f:spec": {} })));
-        let key = (
-            entry.manager.clone().unwrap_or_default(),
-            is_main_resource(&entry),
-        );
-        match newest.get(&key) {
-            Some(kept) if kept.time >= entry.time => {}
-            _ => {
-                newest.insert(key, entry);
-            }
+    let mut newest: BTreeMap<String, ManagedFieldsEntry> = BTreeMap::new();
+    for entry in entries.into_iter().filter(is_main_resource) {
+        let manager = entry.manager.clone().unwrap_or_default();
+        if newest
+            .get(&manager)
+            .is_some_and(|kept| kept.time >= entry.time)
+        {
+            continue;
         }
+        let slim = ManagedFieldsEntry {
+            fields_v1: touches_spec(&entry).then(|| FieldsV1(serde_json::json!({ "f:spec": {} }))),
+            manager: entry.manager,
+            time: entry.time,
+            ..Default::default()
+        };
+        newest.insert(manager, slim);
     }
     meta.managed_fields = Some(newest.into_values().collect());
 }
+
+/// Drops every annotation but Verbund's own (`verbund.saarland.de/...`: the desired-state
+/// hash, a quota's share), the only ones a reader of the caches looks at. Others can be large
+/// (`kubectl.kubernetes.io/last-applied-configuration` repeats the whole object).
+pub fn keep_own_annotations(meta: &mut ObjectMeta) {
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| key.starts_with(OWN_ANNOTATION_PREFIX));
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+/// The prefix of Verbund's annotations.
+const OWN_ANNOTATION_PREFIX: &str = "verbund.saarland.de/";
 
 #[cfg(test)]
 mod tests {
@@ -425,8 +443,51 @@ mod tests {
             ],
         );
         let before = written_by_others(&m, FIELD_MANAGER);
+        let writes = main_writes(&m);
         strip_managed_fields(&mut m);
         assert_eq!(m.managed_fields.as_ref().map(Vec::len), Some(2));
         assert_eq!(written_by_others(&m, FIELD_MANAGER), before);
+        assert_eq!(main_writes(&m), writes);
+    }
+
+    #[test]
+    fn stripping_drops_subresource_entries_and_all_but_what_drift_detection_reads() {
+        let mut m = meta(
+            "h",
+            vec![
+                entry(FIELD_MANAGER, 100, None),
+                entry("kube-controller-manager", 120, Some("status")),
+            ],
+        );
+        let before = written_by_others(&m, FIELD_MANAGER);
+        strip_managed_fields(&mut m);
+        let kept = m.managed_fields.clone().unwrap_or_default();
+        assert_eq!(kept.len(), 1, "the status entry is gone: {kept:?}");
+        assert_eq!(kept[0].manager.as_deref(), Some(FIELD_MANAGER));
+        assert_eq!(kept[0].operation, None);
+        assert_eq!(written_by_others(&m, FIELD_MANAGER), before);
+    }
+
+    #[test]
+    fn only_verbunds_annotations_stay_in_the_caches() {
+        let mut m = ObjectMeta {
+            annotations: Some(BTreeMap::from([
+                (HASH_ANNOTATION.to_string(), "abc".to_string()),
+                (
+                    "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                    "{}".repeat(500),
+                ),
+            ])),
+            ..Default::default()
+        };
+        keep_own_annotations(&mut m);
+        assert_eq!(stored_hash(&m), Some("abc"));
+        assert_eq!(m.annotations.as_ref().map(BTreeMap::len), Some(1));
+        let mut foreign_only = ObjectMeta {
+            annotations: Some(BTreeMap::from([("a".to_string(), "b".to_string())])),
+            ..Default::default()
+        };
+        keep_own_annotations(&mut foreign_only);
+        assert_eq!(foreign_only.annotations, None);
     }
 }

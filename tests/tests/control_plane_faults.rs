@@ -159,7 +159,7 @@ async fn control_plane_faults_leave_the_pool_converged_with_nothing_lost() {
     all_ready(&services, BATCH).await;
     invariants(&client, &ns).await;
     // Ready needs the new minimum of pods; the desired count in status is a figure, written
-    // within the pacing interval (5 s) after the Deployment is seen scaled.
+    // within the pacing interval (10 s) after the Deployment is seen scaled.
     wait::until(
         TIMEOUT,
         "every service scaled to its new minimum",

@@ -22,6 +22,7 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch
 use serde_json::{Value, json};
 use verbund_operator::api::{PortalService, Site, Tenant};
 use verbund_operator::conditions::{self, kind};
+use verbund_operator::controller::status::FIGURES_INTERVAL_MAX;
 use verbund_operator::isolation;
 use verbund_tests::faults::{
     MASS, TIMEOUT, all_ready, apply, create, first_child, invariants, pool, quiet, service,
@@ -33,8 +34,8 @@ use verbund_tests::{examples, operator_binary, wait};
 const BATCH: usize = 20;
 /// Invalid applies in the hostile-input scenario.
 const HOSTILE: usize = 1000;
-/// Longer than the pacing of status figures (`controller::status::FIGURES_INTERVAL`, 5 s).
-const QUIET: Duration = Duration::from_secs(7);
+/// Longer than the longest pacing of status figures, so no paced write is still to come.
+const QUIET: Duration = Duration::from_secs(FIGURES_INTERVAL_MAX.as_secs() + 2);
 
 /// A service at every list and string limit of the schema.
 fn largest_service(name: &str) -> Value {

@@ -126,6 +126,7 @@ impl<'de, K: Resource<DynamicType = ()>> Deserialize<'de> for CachedWorkload<K> 
         let mut metadata: ObjectMeta =
             serde_json::from_value(value["metadata"].take()).map_err(serde::de::Error::custom)?;
         crate::meta::strip_managed_fields(&mut metadata);
+        crate::meta::keep_own_annotations(&mut metadata);
         let derived = has_controller(&metadata);
         let replicas = value["spec"]["replicas"]
             .as_i64()

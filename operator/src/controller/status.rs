@@ -3,8 +3,10 @@
 //! paced so that a burst of pods does not rewrite a status per pod.
 //!
 //! A change that matters is written at once: a condition changing its status or reason, a new
-//! `observedGeneration`, or a first status. A change of figures or messages alone waits until
-//! the object's last status write is [`FIGURES_INTERVAL`] old; the reconcile comes back then.
+//! `observedGeneration`, a first status, or a fact others act on (a tenant's routes and sites,
+//! which admission reads). A change of figures or messages alone waits until the object's last
+//! status write is its kind's [`WithConditions::FIGURES_INTERVAL`] old; the reconcile comes
+//! back then. The live figures are in the metrics (`pool_metrics`), computed at each scrape.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,29 +26,59 @@ use crate::api::site::SiteStatus;
 use crate::api::tenant::TenantStatus;
 use crate::conditions::{self, kind};
 
-/// The least time between two status writes of one object that change only figures.
-pub const FIGURES_INTERVAL: Duration = Duration::from_secs(5);
+/// The longest pacing of figures-only status writes, over every kind.
+pub const FIGURES_INTERVAL_MAX: Duration = Duration::from_secs(30);
 
 /// A status with standard conditions and an observed generation.
 pub trait WithConditions: Serialize + PartialEq {
+    /// The least time between two writes of one object's status that change only figures.
+    const FIGURES_INTERVAL: Duration;
     fn conditions(&self) -> &[Condition];
     fn observed_generation(&self) -> Option<i64>;
+    /// Whether what others act on, besides the conditions, is the same in `other`.
+    fn same_facts(&self, _other: &Self) -> bool {
+        true
+    }
 }
 
-macro_rules! with_conditions {
-    ($($status:ty),*) => {$(
-        impl WithConditions for $status {
-            fn conditions(&self) -> &[Condition] {
-                &self.conditions
-            }
-            fn observed_generation(&self) -> Option<i64> {
-                self.observed_generation
-            }
-        }
-    )*};
+impl WithConditions for PortalServiceStatus {
+    /// Ready pods per site: what `kubectl get` shows while a rollout goes on.
+    const FIGURES_INTERVAL: Duration = Duration::from_secs(10);
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.observed_generation
+    }
 }
 
-with_conditions!(SiteStatus, TenantStatus, PortalServiceStatus);
+impl WithConditions for TenantStatus {
+    /// Quota use and the count of services: a summary; `verbund_tenant_quota_used` is live.
+    const FIGURES_INTERVAL: Duration = FIGURES_INTERVAL_MAX;
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.observed_generation
+    }
+    /// The tenant's admission policy reads its namespaces, routes and sites from here.
+    fn same_facts(&self, other: &Self) -> bool {
+        self.namespaces == other.namespaces
+            && self.routes == other.routes
+            && self.sites == other.sites
+    }
+}
+
+impl WithConditions for SiteStatus {
+    /// Requested and allocatable resources, which follow every pod; the metrics are live.
+    const FIGURES_INTERVAL: Duration = Duration::from_secs(10);
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn observed_generation(&self) -> Option<i64> {
+        self.observed_generation
+    }
+}
 
 /// True when going from `old` to `new` changes what a status says, not only its figures: a
 /// first status, a new observed generation, a condition's status or reason.
@@ -62,6 +94,7 @@ pub fn significant<S: WithConditions>(old: Option<&S>, new: &S) -> bool {
     };
     old.observed_generation() != new.observed_generation()
         || gist(old.conditions()) != gist(new.conditions())
+        || !old.same_facts(new)
 }
 
 /// When each object's status was last written.
@@ -71,11 +104,12 @@ pub struct Pacer {
 }
 
 impl Pacer {
-    /// How long a figures-only change of `key` must still wait (None: write now).
-    pub fn wait(&self, key: &str, now: Instant) -> Option<Duration> {
+    /// How long a figures-only change of `key` must still wait, `interval` after its last
+    /// write (None: write now).
+    pub fn wait(&self, key: &str, now: Instant, interval: Duration) -> Option<Duration> {
         let written = self.written.lock().ok()?;
         let since = now.duration_since(*written.get(key)?);
-        (since < FIGURES_INTERVAL).then(|| FIGURES_INTERVAL - since)
+        (since < interval).then(|| interval - since)
     }
 
     pub fn wrote(&self, key: &str, now: Instant) {
@@ -115,7 +149,7 @@ pub async fn write<K: Writable, S: WithConditions>(
     );
     let now = Instant::now();
     if !significant(old, status)
-        && let Some(wait) = ctx.pacer.wait(&key, now)
+        && let Some(wait) = ctx.pacer.wait(&key, now, S::FIGURES_INTERVAL)
     {
         return Ok(Written::Paced(wait));
     }
@@ -182,16 +216,48 @@ mod tests {
     }
 
     #[test]
+    fn a_tenants_routes_are_written_at_once_its_figures_paced() {
+        let base = TenantStatus {
+            services: 1,
+            ..Default::default()
+        };
+        let more = TenantStatus {
+            services: 2,
+            ..Default::default()
+        };
+        assert!(!significant(Some(&base), &more), "a count alone");
+        let routed = TenantStatus {
+            routes: vec![crate::api::tenant::GrantedRoute {
+                host: "service.saarland.de".into(),
+                path_prefix: "/a".into(),
+                except: Vec::new(),
+            }],
+            ..base.clone()
+        };
+        assert!(significant(Some(&base), &routed), "a new route");
+        let moved = TenantStatus {
+            namespaces: vec!["b".into()],
+            ..base.clone()
+        };
+        assert!(significant(Some(&base), &moved), "a new namespace");
+        assert!(
+            TenantStatus::FIGURES_INTERVAL > PortalServiceStatus::FIGURES_INTERVAL,
+            "a tenant's figures change with every pod of all its services"
+        );
+    }
+
+    #[test]
     fn figures_wait_for_the_interval_since_the_last_write() {
         let pacer = Pacer::default();
         let start = Instant::now();
-        assert_eq!(pacer.wait("ps/a", start), None, "never written");
+        let interval = PortalServiceStatus::FIGURES_INTERVAL;
+        assert_eq!(pacer.wait("ps/a", start, interval), None, "never written");
         pacer.wrote("ps/a", start);
         assert_eq!(
-            pacer.wait("ps/a", start + Duration::from_secs(2)),
-            Some(FIGURES_INTERVAL - Duration::from_secs(2))
+            pacer.wait("ps/a", start + Duration::from_secs(2), interval),
+            Some(interval - Duration::from_secs(2))
         );
-        assert_eq!(pacer.wait("ps/a", start + FIGURES_INTERVAL), None);
-        assert_eq!(pacer.wait("ps/b", start), None, "per object");
+        assert_eq!(pacer.wait("ps/a", start + interval, interval), None);
+        assert_eq!(pacer.wait("ps/b", start, interval), None, "per object");
     }
 }
