@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use verbund_operator::api::PortalService;
@@ -48,14 +48,7 @@ pub async fn tenant(client: &Client, prefix: &str) -> String {
 
 /// Applies `body` as the tests' field manager.
 pub async fn apply(api: &Api<PortalService>, body: &Value) {
-    let name = body["metadata"]["name"].as_str().expect("name");
-    api.patch(
-        name,
-        &PatchParams::apply("verbund-tests"),
-        &Patch::Apply(body),
-    )
-    .await
-    .expect("service accepted");
+    crate::apply(api, body).await;
 }
 
 /// Applies `count` services named `dienst-NN` from `first` on.

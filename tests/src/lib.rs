@@ -95,3 +95,19 @@ pub async fn api_server_metrics(client: &kube::Client) -> String {
         .await
         .expect("API server metrics")
 }
+
+/// Applies `body` server-side as the tests' field manager (`verbund-tests`) and returns the
+/// object as stored; panics with the API server's answer if it is refused.
+pub async fn apply<K>(api: &kube::Api<K>, body: &serde_json::Value) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = body["metadata"]["name"].as_str().expect("a name");
+    api.patch(
+        name,
+        &kube::api::PatchParams::apply("verbund-tests"),
+        &kube::api::Patch::Apply(body),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{name} refused: {e}"))
+}

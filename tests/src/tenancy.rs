@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use verbund_operator::api::Tenant;
 
@@ -15,15 +15,8 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 /// Applies the Tenant `body` and waits until it is Ready; returns it as stored then.
 pub async fn apply_ready(client: &Client, body: &Value) -> Tenant {
     let api: Api<Tenant> = Api::all(client.clone());
-    let name = body["metadata"]["name"].as_str().expect("name");
-    api.patch(
-        name,
-        &PatchParams::apply("verbund-tests"),
-        &Patch::Apply(body),
-    )
-    .await
-    .expect("tenant accepted");
-    wait::ready(&api, name, TIMEOUT).await
+    let name = crate::apply(&api, body).await.name_any();
+    wait::ready(&api, &name, TIMEOUT).await
 }
 
 /// A Ready tenant of the Land owning one namespace of its name and the path `/<name>` on

@@ -10,7 +10,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
@@ -62,14 +62,7 @@ fn service(name: &str, level: &str, min: i32, max: i32, extra: Value) -> Value {
 
 async fn apply_service(client: &Client, ns: &str, body: &Value) -> Api<PortalService> {
     let api: Api<PortalService> = Api::namespaced(client.clone(), ns);
-    let name = body["metadata"]["name"].as_str().expect("name");
-    api.patch(
-        name,
-        &PatchParams::apply("verbund-tests"),
-        &Patch::Apply(body),
-    )
-    .await
-    .expect("service accepted");
+    verbund_tests::apply(&api, body).await;
     api
 }
 

@@ -6,7 +6,7 @@
 //! `observedGeneration`, a first status, or a fact others act on (a tenant's routes and sites,
 //! which admission reads). A change of figures or messages alone waits until the object's last
 //! status write is its kind's [`WithConditions::FIGURES_INTERVAL`] old; the reconcile comes
-//! back then. The live figures are in the metrics (`pool_metrics`), computed at each scrape.
+//! back then. The pool's metrics (`pool_metrics`) read these statuses, so they follow alike.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -53,7 +53,8 @@ impl WithConditions for PortalServiceStatus {
 }
 
 impl WithConditions for TenantStatus {
-    /// Quota use and the count of services: a summary; `verbund_tenant_quota_used` is live.
+    /// Quota use and the count of services, which follow every pod of all the tenant's
+    /// services: a summary, as slow as a Prometheus scrape.
     const FIGURES_INTERVAL: Duration = FIGURES_INTERVAL_MAX;
     fn conditions(&self) -> &[Condition] {
         &self.conditions
@@ -70,7 +71,7 @@ impl WithConditions for TenantStatus {
 }
 
 impl WithConditions for SiteStatus {
-    /// Requested and allocatable resources, which follow every pod; the metrics are live.
+    /// Requested and allocatable resources, which follow every pod of the site.
     const FIGURES_INTERVAL: Duration = Duration::from_secs(10);
     fn conditions(&self) -> &[Condition] {
         &self.conditions
