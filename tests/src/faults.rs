@@ -128,7 +128,12 @@ pub fn total(w: &BTreeMap<String, f64>) -> f64 {
 
 /// Every service of `api` (and `count` of them) Ready for its generation.
 pub async fn all_ready(api: &Api<PortalService>, count: usize) {
-    wait::until(TIMEOUT, &format!("{count} services Ready"), || async {
+    all_ready_within(api, count, TIMEOUT).await;
+}
+
+/// Every service of `api` (and `count` of them) Ready for its generation within `timeout`.
+pub async fn all_ready_within(api: &Api<PortalService>, count: usize, timeout: Duration) {
+    wait::until(timeout, &format!("{count} services Ready"), || async {
         let list = api
             .list(&ListParams::default())
             .await

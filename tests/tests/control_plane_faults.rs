@@ -18,8 +18,8 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use verbund_operator::api::PortalService;
 use verbund_tests::faults::{
-    TIMEOUT, all_ready, apply, create, first_child, invariants, pool, service, start_operator,
-    tenant, total, writes,
+    TIMEOUT, all_ready, all_ready_within, apply, create, first_child, invariants, pool, service,
+    start_operator, tenant, total, writes,
 };
 use verbund_tests::operator::OperatorProcess;
 use verbund_tests::{operator_binary, wait};
@@ -29,6 +29,13 @@ const BATCH: usize = 20;
 /// The lease of the two replicas: short, so that a killed leader is replaced quickly.
 const LEASE_SECONDS: u64 = 6;
 const GRACE_SECONDS: u64 = 2;
+
+/// How long the pool may take to converge after a control-plane restart. kwok's controller, the
+/// simulated kubelets, can keep a stalled watch until client-go renews it (5 to 10 minutes)
+/// and leave a pod bound to its node Pending meanwhile: seen after an etcd restart, while the
+/// operator's status rightly said "1 of at least 2 pods ready" (the wait prints the pods as the
+/// API server has them). Operators' own watches are renewed every minute.
+const AFTER_RESTART: Duration = Duration::from_secs(660);
 
 /// Waits until the API server answers again and admits a service in `services`' namespace:
 /// right after a restart it refuses requests that an admission policy with a custom-resource
@@ -137,7 +144,7 @@ async fn control_plane_faults_leave_the_pool_converged_with_nothing_lost() {
         .expect("API server restarted");
     api_server_back(&services).await;
     let back = killed.elapsed();
-    all_ready(&services, BATCH).await;
+    all_ready_within(&services, BATCH, AFTER_RESTART).await;
     invariants(&client, &ns).await;
     eprintln!(
         "fault API server restarted: down 3 s, admitting services again after {:.1} s; all {BATCH} Ready {:.1} s after the kill; writes {:.0}",
@@ -156,7 +163,7 @@ async fn control_plane_faults_leave_the_pool_converged_with_nothing_lost() {
         .await
         .expect("etcd restarted");
     api_server_back(&services).await;
-    all_ready(&services, BATCH).await;
+    all_ready_within(&services, BATCH, AFTER_RESTART).await;
     invariants(&client, &ns).await;
     // Ready needs the new minimum of pods; the desired count in status is a figure, written
     // within the pacing interval (10 s) after the Deployment is seen scaled.
@@ -223,7 +230,7 @@ async fn control_plane_faults_leave_the_pool_converged_with_nothing_lost() {
     operator.signal("CONT").await.expect("SIGCONT");
     let resumed = Instant::now();
     let count = BATCH - 1 + 5;
-    all_ready(&services, count).await;
+    all_ready_within(&services, count, AFTER_RESTART).await;
     wait::until(
         TIMEOUT,
         "the deleted service's children collected",
