@@ -222,6 +222,12 @@ async fn a_restart_on_a_converged_pool_makes_no_writes() {
             Api::namespaced(client.clone(), namespace.as_deref().expect("namespaced"));
         wait::observed(&services, &name, Duration::from_secs(60)).await;
     }
+    // Converged means no status figure is still waiting for its pacing interval either.
+    verbund_tests::faults::quiet(
+        &first,
+        verbund_operator::controller::status::FIGURES_INTERVAL_MAX + Duration::from_secs(2),
+    )
+    .await;
     first.signal("TERM").await.expect("stop");
     let (status, log) = first.wait(Duration::from_secs(30)).await.expect("exits");
     assert!(status.success(), "{log}");
