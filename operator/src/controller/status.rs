@@ -41,27 +41,29 @@ pub trait WithConditions: Serialize + PartialEq {
     }
 }
 
+/// The accessors every Verbund status shares: its `conditions` and `observedGeneration` fields.
+macro_rules! standard_fields {
+    () => {
+        fn conditions(&self) -> &[Condition] {
+            &self.conditions
+        }
+        fn observed_generation(&self) -> Option<i64> {
+            self.observed_generation
+        }
+    };
+}
+
 impl WithConditions for PortalServiceStatus {
     /// Ready pods per site: what `kubectl get` shows while a rollout goes on.
     const FIGURES_INTERVAL: Duration = Duration::from_secs(10);
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn observed_generation(&self) -> Option<i64> {
-        self.observed_generation
-    }
+    standard_fields!();
 }
 
 impl WithConditions for TenantStatus {
     /// Quota use and the count of services, which follow every pod of all the tenant's
     /// services: a summary, as slow as a Prometheus scrape.
     const FIGURES_INTERVAL: Duration = FIGURES_INTERVAL_MAX;
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn observed_generation(&self) -> Option<i64> {
-        self.observed_generation
-    }
+    standard_fields!();
     /// The tenant's admission policy reads its namespaces, routes and sites from here.
     fn same_facts(&self, other: &Self) -> bool {
         self.namespaces == other.namespaces
@@ -73,12 +75,7 @@ impl WithConditions for TenantStatus {
 impl WithConditions for SiteStatus {
     /// Requested and allocatable resources, which follow every pod of the site.
     const FIGURES_INTERVAL: Duration = Duration::from_secs(10);
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn observed_generation(&self) -> Option<i64> {
-        self.observed_generation
-    }
+    standard_fields!();
 }
 
 /// True when going from `old` to `new` changes what a status says, not only its figures: a
