@@ -26,9 +26,19 @@ pub struct Taken {
     pub owner: String,
 }
 
-/// Who came first: the older Tenant, then the name.
-fn seniority(tenant: &Tenant) -> (Option<String>, String) {
+/// Whose claim to `route` comes first: a tenant already holding it (in its `status.routes`),
+/// then the older Tenant, then the name. Holding comes first because creation times are whole
+/// seconds: two tenants created within one second would otherwise be told apart by name alone,
+/// and a newcomer could take a route in use.
+fn seniority(tenant: &Tenant, route: &Route) -> (bool, Option<String>, String) {
+    let holds = tenant.status.as_ref().is_some_and(|status| {
+        status
+            .routes
+            .iter()
+            .any(|held| held.host == route.host && held.path_prefix == route.path_prefix)
+    });
     (
+        !holds,
         tenant
             .metadata
             .creation_timestamp
@@ -46,10 +56,9 @@ pub fn granted(tenant: &Tenant, tenants: &[Arc<Tenant>]) -> Result<Vec<GrantedRo
     let others: Vec<&Arc<Tenant>> = tenants.iter().filter(|t| t.name_any() != name).collect();
     let mut routes = Vec::new();
     for route in &tenant.spec.routes {
-        if let Some(senior) = others
-            .iter()
-            .find(|other| other.spec.routes.contains(route) && seniority(other) < seniority(tenant))
-        {
+        if let Some(senior) = others.iter().find(|other| {
+            other.spec.routes.contains(route) && seniority(other, route) < seniority(tenant, route)
+        }) {
             return Err(Taken {
                 route: route.clone(),
                 owner: senior.name_any(),
@@ -149,5 +158,29 @@ mod tests {
         let taken = granted(&second, &all).expect_err("taken");
         assert_eq!(taken.owner, "first");
         assert_eq!(taken.route.path_prefix, "/kfz");
+    }
+
+    #[test]
+    fn a_route_in_use_stays_with_its_holder_even_against_a_tenant_of_the_same_second() {
+        let route = json!([{ "host": "service.saarland.de", "pathPrefix": "/kfz" }]);
+        let second = "2026-01-01T00:00:00Z";
+        let holder = tenant("zweckverband", second, route.clone());
+        let newcomer = tenant("amt", second, route);
+        // Neither holds it yet: the name decides.
+        let all = vec![holder.clone(), newcomer.clone()];
+        assert_eq!(granted(&holder, &all).expect_err("taken").owner, "amt");
+        // Once one holds it, it keeps it.
+        let mut held = (*holder).clone();
+        held.status = Some(crate::api::tenant::TenantStatus {
+            routes: granted(&held, std::slice::from_ref(&holder)).expect("alone"),
+            ..Default::default()
+        });
+        let held = Arc::new(held);
+        let all = vec![held.clone(), newcomer.clone()];
+        assert!(granted(&held, &all).is_ok());
+        assert_eq!(
+            granted(&newcomer, &all).expect_err("taken").owner,
+            "zweckverband"
+        );
     }
 }
