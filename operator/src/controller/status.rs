@@ -13,10 +13,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use kube::api::Api;
 use kube::runtime::events::EventType;
 use serde::Serialize;
+use tracing::debug;
 
 use super::apply::Writable;
 use super::error::Failure;
@@ -78,21 +79,79 @@ impl WithConditions for SiteStatus {
     standard_fields!();
 }
 
-/// True when going from `old` to `new` changes what a status says, not only its figures: a
-/// first status, a new observed generation, a condition's status or reason.
-pub fn significant<S: WithConditions>(old: Option<&S>, new: &S) -> bool {
-    let Some(old) = old else { return true };
+/// What going from `old` to `new` changes in a status: the first of these that applies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The object had no status yet.
+    First,
+    /// A new `observedGeneration`.
+    Generation,
+    /// A condition appeared, went, or changed its status or reason: `Type status/reason`
+    /// before and after.
+    Condition { from: String, to: String },
+    /// A fact others act on (see [`WithConditions::same_facts`]).
+    Facts,
+    /// Figures or messages only.
+    Figures,
+}
+
+impl Change {
+    /// Whether the change is written at once rather than paced.
+    pub fn significant(&self) -> bool {
+        *self != Change::Figures
+    }
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::First => f.write_str("first status"),
+            Change::Generation => f.write_str("new generation"),
+            Change::Condition { from, to } => write!(f, "condition {from} -> {to}"),
+            Change::Facts => f.write_str("facts"),
+            Change::Figures => f.write_str("figures"),
+        }
+    }
+}
+
+/// Classifies going from `old` to `new` (see [`Change`]).
+pub fn change<S: WithConditions>(old: Option<&S>, new: &S) -> Change {
+    let Some(old) = old else { return Change::First };
+    if old.observed_generation() != new.observed_generation() {
+        return Change::Generation;
+    }
     let gist = |conditions: &[Condition]| {
-        let mut gist: Vec<(String, String, String)> = conditions
+        let mut gist: Vec<String> = conditions
             .iter()
-            .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+            .map(|c| format!("{} {}/{}", c.type_, c.status, c.reason))
             .collect();
         gist.sort();
         gist
     };
-    old.observed_generation() != new.observed_generation()
-        || gist(old.conditions()) != gist(new.conditions())
-        || !old.same_facts(new)
+    let (before, after) = (gist(old.conditions()), gist(new.conditions()));
+    if before != after {
+        let only = |a: &[String], b: &[String]| {
+            a.iter()
+                .filter(|c| !b.contains(c))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Change::Condition {
+            from: only(&before, &after),
+            to: only(&after, &before),
+        };
+    }
+    if !old.same_facts(new) {
+        return Change::Facts;
+    }
+    Change::Figures
+}
+
+/// True when going from `old` to `new` changes what a status says, not only its figures: a
+/// first status, a new observed generation, a condition's status or reason, a fact.
+pub fn significant<S: WithConditions>(old: Option<&S>, new: &S) -> bool {
+    change(old, new).significant()
 }
 
 /// When each object's status was last written.
@@ -146,7 +205,8 @@ pub async fn write<K: Writable, S: WithConditions>(
         object.name_any()
     );
     let now = Instant::now();
-    if !significant(old, status)
+    let change = change(old, status);
+    if !change.significant()
         && let Some(wait) = ctx.pacer.wait(&key, now, S::FIGURES_INTERVAL)
     {
         return Ok(Written::Paced(wait));
@@ -164,6 +224,7 @@ pub async fn write<K: Writable, S: WithConditions>(
             )
             .await;
     }
+    debug!(object = %key, %change, cached_version = object.meta().resource_version.as_deref().unwrap_or_default(), "writing status");
     ctx.writer.apply_status(api, object, status).await?;
     ctx.pacer.wrote(&key, now);
     Ok(Written::Done)
@@ -210,6 +271,19 @@ mod tests {
         assert!(
             significant(Some(&base), &status(true, 2, 2)),
             "a new generation"
+        );
+    }
+
+    #[test]
+    fn a_change_says_which_condition_moved() {
+        let change = change(Some(&status(true, 2, 1)), &status(false, 1, 1));
+        assert_eq!(
+            change.to_string(),
+            "condition Ready True/Available -> Ready False/PodsNotReady"
+        );
+        assert_eq!(
+            super::change(Some(&status(true, 2, 1)), &status(true, 3, 1)),
+            Change::Figures
         );
     }
 
