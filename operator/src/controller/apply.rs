@@ -238,13 +238,13 @@ impl Writer {
         )))
     }
 
-    /// Server-side apply of `K`'s status.
+    /// Server-side apply of `K`'s status; the object's `resourceVersion` after it.
     pub async fn apply_status<K: Writable, S: Serialize>(
         &self,
         api: &Api<K>,
         object: &K,
         status: &S,
-    ) -> Result<(), StatusError> {
+    ) -> Result<Option<String>, StatusError> {
         let kind = K::kind(&());
         let name = object.name_any();
         let status = serde_json::to_value(status).map_err(|e| StatusError::Encoding {
@@ -264,7 +264,7 @@ impl Writer {
             &Patch::Apply(&body),
         )
         .await
-        .map(|_| ())
+        .map(|written| written.resource_version())
         .map_err(|e| {
             ApiError::new(
                 format!("update status of {kind} {}", object_name(object)),

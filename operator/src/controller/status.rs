@@ -7,15 +7,19 @@
 //! which admission reads). A change of figures or messages alone waits until the object's last
 //! status write is its kind's [`WithConditions::FIGURES_INTERVAL`] old; the reconcile comes
 //! back then. The pool's metrics (`pool_metrics`) read these statuses, so they follow alike.
+//!
+//! A status is decided on the cached object. Until the cache shows the last status written
+//! (its `resourceVersion` moved on), nothing is written: the reconciles that a busy object
+//! gets in the meantime would otherwise write the same change again from the old status.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{Resource, ResourceExt};
 use kube::api::Api;
 use kube::runtime::events::EventType;
+use kube::ResourceExt;
 use serde::Serialize;
 use tracing::debug;
 
@@ -154,10 +158,34 @@ pub fn significant<S: WithConditions>(old: Option<&S>, new: &S) -> bool {
     change(old, new).significant()
 }
 
-/// When each object's status was last written.
+/// How long a reconcile waits before it looks again at a status whose last write the cache has
+/// not shown yet. The watch event of that write normally brings it back sooner.
+pub const UNSEEN_WRITE_RETRY: Duration = Duration::from_secs(1);
+
+/// Each object's last status write: when, and, until the cache shows it, the version the
+/// cache held then.
 #[derive(Debug, Default)]
 pub struct Pacer {
-    written: Mutex<HashMap<String, Instant>>,
+    written: Mutex<Writes>,
+}
+
+/// The last writes, pruned of those too old to matter (deleted objects' among them).
+#[derive(Debug, Default)]
+struct Writes {
+    last: HashMap<String, LastWrite>,
+    pruned: Option<Instant>,
+}
+
+/// How long a last write is remembered: beyond every kind's pacing, and far beyond the time a
+/// watch event takes to reach the cache.
+const REMEMBERED: Duration = Duration::from_secs(2 * FIGURES_INTERVAL_MAX.as_secs());
+
+#[derive(Debug)]
+struct LastWrite {
+    at: Instant,
+    /// The object's cached `resourceVersion` when the write was decided, if the write made a
+    /// new one: while the cache still holds this version, it does not show the write.
+    unseen_from: Option<String>,
 }
 
 impl Pacer {
@@ -165,13 +193,53 @@ impl Pacer {
     /// write (None: write now).
     pub fn wait(&self, key: &str, now: Instant, interval: Duration) -> Option<Duration> {
         let written = self.written.lock().ok()?;
-        let since = now.duration_since(*written.get(key)?);
+        let since = now.duration_since(written.last.get(key)?.at);
         (since < interval).then(|| interval - since)
     }
 
-    pub fn wrote(&self, key: &str, now: Instant) {
+    /// Whether the cache, which holds `cached_version` of `key`, does not show the last status
+    /// written yet: a status built from it would be decided on what was there before that
+    /// write, and would write the same again.
+    pub fn unseen(&self, key: &str, cached_version: Option<&str>) -> bool {
+        let Ok(written) = self.written.lock() else {
+            return false;
+        };
+        written
+            .last
+            .get(key)
+            .and_then(|last| last.unseen_from.as_deref())
+            .is_some_and(|version| Some(version) == cached_version)
+    }
+
+    /// Records a status write of `key` decided on `cached_version` that left the object at
+    /// `new_version` (the same when the write changed nothing).
+    pub fn wrote(
+        &self,
+        key: &str,
+        now: Instant,
+        cached_version: Option<&str>,
+        new_version: Option<&str>,
+    ) {
         if let Ok(mut written) = self.written.lock() {
-            written.insert(key.to_string(), now);
+            let unseen_from = cached_version
+                .filter(|cached| Some(*cached) != new_version)
+                .map(str::to_string);
+            written.last.insert(
+                key.to_string(),
+                LastWrite {
+                    at: now,
+                    unseen_from,
+                },
+            );
+            if written
+                .pruned
+                .is_none_or(|pruned| now.duration_since(pruned) >= REMEMBERED)
+            {
+                written
+                    .last
+                    .retain(|_, last| now.duration_since(last.at) < REMEMBERED);
+                written.pruned = Some(now);
+            }
         }
     }
 }
@@ -181,7 +249,8 @@ impl Pacer {
 pub enum Written {
     /// Written, or nothing to write.
     Done,
-    /// A figures-only change held back: reconcile again after this long.
+    /// Held back, a figures-only change paced or the last write not in the cache yet:
+    /// reconcile again after this long.
     Paced(Duration),
 }
 
@@ -204,6 +273,11 @@ pub async fn write<K: Writable, S: WithConditions>(
         object.meta().namespace.as_deref().unwrap_or_default(),
         object.name_any()
     );
+    let cached_version = object.meta().resource_version.as_deref();
+    if ctx.pacer.unseen(&key, cached_version) {
+        // Our last write is on its way to the cache; its watch event brings this back.
+        return Ok(Written::Paced(UNSEEN_WRITE_RETRY));
+    }
     let now = Instant::now();
     let change = change(old, status);
     if !change.significant()
@@ -224,9 +298,10 @@ pub async fn write<K: Writable, S: WithConditions>(
             )
             .await;
     }
-    debug!(object = %key, %change, cached_version = object.meta().resource_version.as_deref().unwrap_or_default(), "writing status");
-    ctx.writer.apply_status(api, object, status).await?;
-    ctx.pacer.wrote(&key, now);
+    debug!(object = %key, %change, cached_version = cached_version.unwrap_or_default(), "writing status");
+    let new_version = ctx.writer.apply_status(api, object, status).await?;
+    ctx.pacer
+        .wrote(&key, now, cached_version, new_version.as_deref());
     Ok(Written::Done)
 }
 
@@ -324,12 +399,34 @@ mod tests {
         let start = Instant::now();
         let interval = PortalServiceStatus::FIGURES_INTERVAL;
         assert_eq!(pacer.wait("ps/a", start, interval), None, "never written");
-        pacer.wrote("ps/a", start);
+        pacer.wrote("ps/a", start, Some("1"), Some("2"));
         assert_eq!(
             pacer.wait("ps/a", start + Duration::from_secs(2), interval),
             Some(interval - Duration::from_secs(2))
         );
         assert_eq!(pacer.wait("ps/a", start + interval, interval), None);
         assert_eq!(pacer.wait("ps/b", start, interval), None, "per object");
+    }
+
+    #[test]
+    fn a_status_waits_while_the_cache_does_not_show_the_last_write() {
+        let pacer = Pacer::default();
+        let now = Instant::now();
+        assert!(!pacer.unseen("t/lhs", Some("7")), "never written");
+        pacer.wrote("t/lhs", now, Some("7"), Some("9"));
+        assert!(pacer.unseen("t/lhs", Some("7")), "the cache still at 7");
+        assert!(
+            !pacer.unseen("t/lhs", Some("9")),
+            "the cache shows the write"
+        );
+        assert!(!pacer.unseen("t/lhs", Some("12")), "and later writes");
+        // A write that changed nothing makes no new version and no watch event.
+        pacer.wrote("t/lhs", now, Some("12"), Some("12"));
+        assert!(!pacer.unseen("t/lhs", Some("12")));
+        pacer.wrote("t/lhs", now, Some("12"), Some("13"));
+        // Another object's write a while later forgets it (deleted objects' writes go so).
+        pacer.wrote("t/saarbruecken", now + REMEMBERED, None, Some("1"));
+        assert!(!pacer.unseen("t/lhs", Some("12")), "forgotten");
+        assert_eq!(pacer.wait("t/lhs", now + REMEMBERED, REMEMBERED), None);
     }
 }
