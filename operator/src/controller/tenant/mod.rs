@@ -19,12 +19,12 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::finalizer::{self, Event as Finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 
@@ -57,13 +57,14 @@ pub fn run(
     let tenants_for_routes = tenants.clone();
     let tenants_for_namespaces = tenants.clone();
     let tenants_for_sites = tenants.clone();
+    // The children, mapped by `owning_tenant` rather than `owns_shared_stream` (see there).
     Controller::for_shared_stream(caches.tenants().all(), tenants)
-        .owns_shared_stream(caches.quotas().all())
-        .owns_shared_stream(caches.limit_ranges().all())
-        .owns_shared_stream(caches.role_bindings().all())
-        .owns_shared_stream(caches.network_policies().all())
+        .watches_shared_stream(caches.quotas().all(), owning_tenant)
+        .watches_shared_stream(caches.limit_ranges().all(), owning_tenant)
+        .watches_shared_stream(caches.role_bindings().all(), owning_tenant)
+        .watches_shared_stream(caches.network_policies().all(), owning_tenant)
         // The isolation binding: deleted or edited, it is restored at once.
-        .owns_shared_stream(caches.policy_bindings().all())
+        .watches_shared_stream(caches.policy_bindings().all(), owning_tenant)
         // Namespaces carry no owner reference (they may outlive the tenant): map by label,
         // and an unlabelled one (released, then handed over) to the tenants listing it.
         .watches_shared_stream(
@@ -136,6 +137,19 @@ pub fn run(
             ctx,
         )
         .for_each(|_| futures::future::ready(()))
+}
+
+/// The Tenant owning `child`, named as the cluster-scoped object it is. kube's
+/// `owns_shared_stream` names an owner in its child's namespace, so a tenant with ten
+/// namespaces was queued under eleven names and reconciled up to [`CONCURRENCY`] times at once,
+/// each run writing the same status.
+fn owning_tenant<K: Resource>(child: Arc<K>) -> Option<ObjectRef<Tenant>> {
+    let api_version = Tenant::api_version(&());
+    child
+        .owner_references()
+        .iter()
+        .find(|owner| owner.kind == "Tenant" && owner.api_version == api_version)
+        .map(|owner| ObjectRef::new(&owner.name))
 }
 
 /// The tenant owning `namespace`, by the label Verbund put on it.
@@ -220,4 +234,28 @@ async fn cleanup(tenant: &Tenant, ctx: &Context) -> Result<Action, Error> {
         apply::release_namespace(tenant, &namespace, ctx).await?;
     }
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing;
+    use serde_json::json;
+
+    #[test]
+    fn a_child_in_a_namespace_names_its_tenant_without_one() {
+        let tenant = testing::tenant("lhs", &["lhs-portal", "lhs-intern"], json!({}));
+        let mut quota = testing::quota("lhs-intern", json!({ "pods": "4" }), json!({}));
+        quota.metadata.owner_references = Some(vec![
+            tenant.controller_owner_ref(&()).expect("owner reference"),
+        ]);
+        let owner = owning_tenant(Arc::new(quota)).expect("owned");
+        assert_eq!(owner, ObjectRef::<Tenant>::new("lhs"));
+        assert_eq!(
+            owner.namespace, None,
+            "one name per tenant, not one per namespace"
+        );
+        let unowned = testing::quota("lhs-intern", json!({ "pods": "4" }), json!({}));
+        assert_eq!(owning_tenant(Arc::new(unowned)), None);
+    }
 }
