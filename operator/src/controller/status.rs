@@ -152,12 +152,6 @@ pub fn change<S: WithConditions>(old: Option<&S>, new: &S) -> Change {
     Change::Figures
 }
 
-/// True when going from `old` to `new` changes what a status says, not only its figures: a
-/// first status, a new observed generation, a condition's status or reason, a fact.
-pub fn significant<S: WithConditions>(old: Option<&S>, new: &S) -> bool {
-    change(old, new).significant()
-}
-
 /// How long a reconcile waits before it looks again at a status whose last write the cache has
 /// not shown yet. The watch event of that write normally brings it back sooner.
 pub const UNSEEN_WRITE_RETRY: Duration = Duration::from_secs(1);
@@ -310,6 +304,10 @@ mod tests {
     use super::*;
     use crate::conditions::{Desired, reason, set_condition};
     use k8s_openapi::jiff::Timestamp;
+
+    fn significant<S: WithConditions>(old: Option<&S>, new: &S) -> bool {
+        change(old, new).significant()
+    }
 
     fn status(ready: bool, count: i32, generation: i64) -> PortalServiceStatus {
         let mut s = PortalServiceStatus {

@@ -144,11 +144,11 @@ pub fn run(
 /// namespaces was queued under eleven names and reconciled up to [`CONCURRENCY`] times at once,
 /// each run writing the same status.
 fn owning_tenant<K: Resource>(child: Arc<K>) -> Option<ObjectRef<Tenant>> {
-    let api_version = Tenant::api_version(&());
+    let (kind, api_version) = (Tenant::kind(&()), Tenant::api_version(&()));
     child
         .owner_references()
         .iter()
-        .find(|owner| owner.kind == "Tenant" && owner.api_version == api_version)
+        .find(|owner| owner.kind == kind && owner.api_version == api_version)
         .map(|owner| ObjectRef::new(&owner.name))
 }
 
